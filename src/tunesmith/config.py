@@ -1,0 +1,308 @@
+"""The run config: one pydantic model per section, YAML in, dotted overrides, every problem reported at once.
+
+A config has seven sections: ``model``, ``data``, ``method``, ``objective``, ``train``, ``eval``, ``report``.
+``method`` and ``objective`` are chosen by their ``name`` key; their options come from the registries in
+``tunesmith.methods`` and ``tunesmith.objectives``, so adding a method never touches this file.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
+
+from tunesmith.errors import TunesmithError
+from tunesmith.methods.registry import METHODS
+from tunesmith.objectives.registry import OBJECTIVES
+from tunesmith.schema import Section
+
+
+class ModelConfig(Section):
+    name: str = Field(description="Offline catalog name (see `tunesmith assets`), local folder, or hub id.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights dtype when loading. float32 trains safely everywhere."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
+    trust_remote_code: bool = False
+
+
+class DataConfig(Section):
+    source: str = Field(description="JSONL/CSV/Parquet file, saved `datasets` folder, catalog name, or hub name.")
+    subset: str | None = Field(None, description="Hub dataset configuration name, e.g. 'sst2' of 'glue'.")
+    train_split: str = "train"
+    eval_split: str | None = Field(
+        None, description="Split to evaluate on. Absent, or missing from the source: a seeded held-out split."
+    )
+    eval_size: float | int = Field(
+        0.1, description="Held-out size (fraction or count) when no eval split exists; else a cap on it."
+    )
+    train_size: int | None = Field(None, description="Cap on training examples (seeded sample).")
+    group_column: str | None = Field(
+        None, description="Keep rows sharing this column's value on one side of the held-out split."
+    )
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    labels: list[str] | None = Field(None, description="Label names in id order. Default: sorted names found.")
+    template: str | None = Field(
+        None,
+        description="Format string over column names. For sft it must end with the response placeholder, "
+        "e.g. 'Q: {question}\\nA: {answer}' with response_column: answer.",
+    )
+    format: Literal["text", "chat"] = Field(
+        "text", description="'chat' renders prompt/response as messages through the tokenizer's chat template."
+    )
+    system_prompt: str | None = Field(None, description="System message for chat format.")
+    max_length: int = Field(256, gt=0, description="Tokens per example after truncation.")
+    truncation_side: Literal["right", "left"] = "right"
+    packing: bool = Field(False, description="causal_lm: concatenate texts and cut into max_length blocks.")
+
+
+class TrainConfig(Section):
+    """A subset of transformers.TrainingArguments under the same names; `extra` passes any other."""
+
+    num_train_epochs: float = 3.0
+    max_steps: int = Field(-1, description="Overrides num_train_epochs when > 0.")
+    learning_rate: float = Field(2e-4, gt=0)
+    per_device_train_batch_size: int = Field(8, gt=0)
+    per_device_eval_batch_size: int = Field(32, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    weight_decay: float = 0.0
+    warmup_steps: float = Field(0.0, ge=0, description="Below 1: a fraction of the total steps.")
+    lr_scheduler_type: str = "linear"
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    eval_strategy: Literal["no", "epoch", "steps"] = "epoch"
+    eval_steps: int | None = None
+    logging_steps: int = Field(10, gt=0)
+    load_best_model_at_end: bool = False
+    metric_for_best_model: str | None = Field(None, description="e.g. 'accuracy' or 'eval_loss'.")
+    bf16: bool = Field(False, description="bfloat16 autocast (CPU with AVX-512 BF16, or a GPU).")
+    gradient_checkpointing: bool = False
+    use_cpu: bool = False
+    extra: dict[str, Any] = Field(default_factory=dict, description="Any other TrainingArguments field.")
+
+    @field_validator("eval_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):  # YAML 1.1 reads a bare `no` as False
+        return "no" if value is False else value
+
+
+class EvalConfig(Section):
+    probes: list[str] = Field(default_factory=list, description="Inputs shown before and after tuning.")
+    max_new_tokens: int = Field(48, gt=0, description="Generation length for probes and samples.")
+    num_samples: int = Field(4, ge=0, description="Held-out examples whose generations are shown.")
+    max_examples: int | None = Field(None, description="Cap on eval examples (seeded), None for all.")
+
+
+class ReportConfig(Section):
+    html: bool = True
+    plots: bool = True
+
+
+def _tagged_union(registry: dict) -> Any:
+    classes = tuple(entry.config_cls for entry in registry.values())
+    return Annotated[Union[classes], Field(discriminator="name")]  # noqa: UP007
+
+
+class RunConfig(Section):
+    model: ModelConfig
+    data: DataConfig
+    method: _tagged_union(METHODS)  # type: ignore[valid-type]
+    objective: _tagged_union(OBJECTIVES)  # type: ignore[valid-type]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: YAML + overrides -> RunConfig, with every problem in one error.
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.learning_rate=1e-4' -> (['train', 'learning_rate'], 0.0001). Values are parsed as YAML."""
+    if "=" not in text:
+        raise TunesmithError(f"override {text!r}: expected KEY=VALUE, e.g. train.learning_rate=1e-4")
+    key, value = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise TunesmithError(f"override {text!r}: the key is empty; expected e.g. method.r=8")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str):
+        try:  # YAML 1.1 reads '1e-4' as a string; take scientific notation as people write it.
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return parts, parsed
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any] | list[str] | None) -> dict:
+    """Set dotted keys in a nested dict (a copy): {'method.r': 8} or ['method.r=8']."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    items: list[tuple[list[str], Any]] = []
+    if isinstance(overrides, dict):
+        items = [(k.split("."), v) for k, v in overrides.items()]
+    elif overrides:
+        items = [parse_override(o) for o in overrides]
+    for parts, value in items:
+        node = raw
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise TunesmithError(f"config file {path} does not exist; pass the path to a YAML file, e.g. configs/sentiment-lora.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise TunesmithError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise TunesmithError(f"{path}: expected a mapping with sections model, data, method, objective; found {type(raw).__name__}")
+    return raw
+
+
+def load_config(
+    config: str | Path | dict | RunConfig, overrides: dict[str, Any] | list[str] | None = None
+) -> RunConfig:
+    """Read and validate a config (path, dict or RunConfig) plus overrides. Raises one TunesmithError."""
+    if isinstance(config, RunConfig):
+        if not overrides:
+            return config
+        config = config.model_dump(mode="json")
+    source = None
+    if isinstance(config, (str, Path)):
+        source = str(config)
+        raw = read_yaml(config)
+    else:
+        raw = dict(config)
+    raw = apply_overrides(raw, overrides)
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise TunesmithError(_describe(err, raw), source=source) from None
+    problems = cross_checks(cfg)
+    if problems:
+        raise TunesmithError(problems, source=source)
+    return cfg
+
+
+def cross_checks(cfg: RunConfig) -> list[str]:
+    """Conflicts between sections that no single field can see."""
+    problems = []
+    objective = OBJECTIVES[cfg.objective.name]
+    method = METHODS[cfg.method.name]
+    reason = method.unsupported.get(cfg.objective.name)
+    if reason:
+        problems.append(f"method.name: {cfg.method.name!r} does not apply to objective {cfg.objective.name!r}: {reason}")
+    t = cfg.train
+    if t.load_best_model_at_end and t.eval_strategy == "no":
+        problems.append("train.load_best_model_at_end: needs evaluation during training; set train.eval_strategy to 'epoch' or 'steps'")
+    if t.eval_strategy == "steps" and not t.eval_steps:
+        problems.append("train.eval_steps: required when train.eval_strategy is 'steps'; set e.g. train.eval_steps=100")
+    if t.metric_for_best_model and not t.load_best_model_at_end:
+        problems.append("train.metric_for_best_model: only used with train.load_best_model_at_end: true; set it or remove the metric")
+    if t.metric_for_best_model:
+        known = objective.metric_names
+        name = t.metric_for_best_model.removeprefix("eval_")
+        if name not in known:
+            problems.append(f"train.metric_for_best_model: {t.metric_for_best_model!r} is not a metric of objective {cfg.objective.name!r}; expected one of {sorted(known)}")
+    if t.max_steps <= 0 and t.num_train_epochs <= 0:
+        problems.append("train: both num_train_epochs and max_steps are 0; set train.num_train_epochs=1 or train.max_steps=100")
+    d = cfg.data
+    if cfg.objective.name == "sft" and d.template and "{" + d.response_column + "}" not in d.template:
+        problems.append(f"data.template: for sft it must contain the response placeholder {{{d.response_column}}} (data.response_column); found {d.template!r}")
+    if cfg.objective.name == "sft" and d.template and not d.template.rstrip().endswith("{" + d.response_column + "}"):
+        problems.append(f"data.template: for sft the response placeholder {{{d.response_column}}} must come last, so that everything before it is the prompt")
+    if d.format == "chat" and cfg.objective.name != "sft":
+        problems.append(f"data.format: 'chat' applies to objective sft; objective {cfg.objective.name!r} reads plain text. Set data.format: text")
+    if d.packing and cfg.objective.name != "causal_lm":
+        problems.append("data.packing: only causal_lm packs raw text into blocks; remove data.packing")
+    if isinstance(d.eval_size, float) and not 0 < d.eval_size < 1:
+        problems.append(f"data.eval_size: a fraction must be between 0 and 1, found {d.eval_size}; or give a count like 1000")
+    import inspect
+
+    from transformers import TrainingArguments
+
+    accepted = set(inspect.signature(TrainingArguments).parameters)
+    for key in t.extra:
+        if key not in accepted:
+            hint = _suggest(key, accepted)
+            problems.append(f"train.extra.{key}: not a transformers.TrainingArguments field{hint}")
+        if key in TrainConfig.model_fields:
+            problems.append(f"train.extra.{key}: set it as train.{key} instead")
+    return problems
+
+
+def _describe(err: ValidationError, raw: dict) -> list[str]:
+    """Turn pydantic errors into one line each that names the key, what was found and what was expected."""
+    problems = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        # A tagged union adds the tag ('lora') after the section name: drop it from the key path.
+        if len(loc) > 1 and loc[0] in ("method", "objective") and isinstance(raw.get(loc[0]), dict):
+            if loc[1] == raw[loc[0]].get("name"):
+                loc = [loc[0]] + loc[2:]
+        key = ".".join(loc) or "(top level)"
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            parent = _section_fields(loc[:-1], raw)
+            hint = _suggest(loc[-1], parent)
+            problems.append(f"{key}: unknown key{hint}; remove it or fix its spelling")
+        elif kind == "missing":
+            problems.append(f"{key}: required but missing; add it to the config")
+        elif kind == "union_tag_invalid":
+            section = loc[0]
+            names = sorted(METHODS if section == "method" else OBJECTIVES)
+            found = (raw.get(section) or {}).get("name")
+            problems.append(f"{section}.name: {found!r} is not a known {section}; expected one of {names}")
+        elif kind == "union_tag_not_found":
+            names = sorted(METHODS if loc[0] == "method" else OBJECTIVES)
+            problems.append(f"{loc[0]}.name: required; expected one of {names}")
+        else:
+            found = e.get("input")
+            problems.append(f"{key}: {e['msg'].lower()}, found {found!r}")
+    return problems
+
+
+def _section_fields(loc: list[str], raw: dict) -> set[str]:
+    model: Any = RunConfig
+    for part in loc:
+        if part in ("method", "objective") and model is RunConfig:
+            registry = METHODS if part == "method" else OBJECTIVES
+            name = (raw.get(part) or {}).get("name")
+            model = registry[name].config_cls if name in registry else None
+        else:
+            field = getattr(model, "model_fields", {}).get(part)
+            model = field.annotation if field else None
+    return set(getattr(model, "model_fields", {}) or [])
+
+
+def _suggest(word: str, options: set[str] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def config_schema() -> dict:
+    """JSON schema of the whole config (for editors and docs)."""
+    return TypeAdapter(RunConfig).json_schema()

@@ -1,0 +1,64 @@
+"""Turning a row into what the model reads: plain text, a prompt and a response, or chat messages."""
+
+from __future__ import annotations
+
+import string
+
+from tunesmith.errors import TunesmithError
+
+
+def fields(template: str) -> list[str]:
+    """Column names a format string uses: 'Q: {question}\\nA: {answer}' -> ['question', 'answer']."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def render(template: str, row: dict) -> str:
+    try:
+        return template.format(**{k: "" if v is None else v for k, v in row.items()})
+    except KeyError as err:
+        raise TunesmithError(f"data.template: uses {{{err.args[0]}}} but the data has no column {err.args[0]!r}; columns are {sorted(row)}") from None
+
+
+def text_of(row: dict, data_cfg) -> str:
+    """The text of a classify or causal_lm example."""
+    if data_cfg.template:
+        return render(data_cfg.template, row)
+    return str(row[data_cfg.text_column])
+
+
+def sft_template(data_cfg) -> str:
+    """The sft template; without one: '{prompt}\\n{response}' over the configured columns."""
+    return data_cfg.template or "{%s}\n{%s}" % (data_cfg.prompt_column, data_cfg.response_column)
+
+
+def split_template(data_cfg) -> tuple[str, str]:
+    """'Q: {question}\\nA: {answer}' -> ('Q: {question}\\nA: ', '{answer}')."""
+    template = sft_template(data_cfg)
+    cut = template.rindex("{" + data_cfg.response_column + "}")
+    return template[:cut], template[cut:]
+
+
+def prompt_fields(data_cfg) -> list[str]:
+    return fields(split_template(data_cfg)[0])
+
+
+def prompt_and_response(row: dict, data_cfg) -> tuple[str, str]:
+    head, tail = split_template(data_cfg)
+    return render(head, row), render(tail, row)
+
+
+def messages_of(row: dict, data_cfg) -> list[dict]:
+    """Chat messages: the row's own `messages` column, else system? + user(prompt) + assistant(response)."""
+    if "messages" in row and row["messages"]:
+        return list(row["messages"])
+    prompt, response = prompt_and_response(row, data_cfg) if data_cfg.template else (
+        str(row[data_cfg.prompt_column]), str(row[data_cfg.response_column]))
+    msgs = [{"role": "system", "content": data_cfg.system_prompt}] if data_cfg.system_prompt else []
+    return msgs + [{"role": "user", "content": prompt.strip() if data_cfg.template else prompt},
+                   {"role": "assistant", "content": response}]
+
+
+def probe_row(text: str, data_cfg) -> dict:
+    """A probe string as a row: it fills every prompt field of the template (usually there is one)."""
+    names = prompt_fields(data_cfg) if data_cfg.template else [data_cfg.prompt_column]
+    return {**{n: text for n in names}, data_cfg.response_column: ""}

@@ -1,0 +1,60 @@
+"""Metrics with scikit-learn, and the loss/perplexity loop shared by causal_lm and sft."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def classification_metrics(labels, preds, names: list[str]) -> dict:
+    """accuracy, macro precision/recall/F1, and the confusion matrix (rows: true, columns: predicted)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    ids = list(range(len(names)))
+    p, r, f1, _ = precision_recall_fscore_support(labels, preds, labels=ids, average="macro", zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(labels, preds)),
+        "precision": float(p),
+        "recall": float(r),
+        "f1": float(f1),
+        "confusion_matrix": confusion_matrix(labels, preds, labels=ids).tolist(),
+        "labels": list(names),
+    }
+
+
+def trainer_classification_metrics(names: list[str]):
+    """compute_metrics for transformers.Trainer (scalars only)."""
+
+    def compute(eval_pred):
+        logits, labels = eval_pred
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        m = classification_metrics(labels, np.argmax(logits, axis=-1), names)
+        return {k: v for k, v in m.items() if isinstance(v, float)}
+
+    return compute
+
+
+def batches(features, batch_size: int, collator):
+    for start in range(0, len(features), batch_size):
+        yield collator([features[i] for i in range(start, min(start + batch_size, len(features)))])
+
+
+@torch.no_grad()
+def lm_loss(model, features, collator, batch_size: int) -> dict:
+    """Token-weighted mean loss over every label that is not -100, and its perplexity."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for batch in batches(features, batch_size, collator):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        logits = model(**batch).logits.float()
+        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+        mask = shift_labels != -100
+        loss = torch.nn.functional.cross_entropy(shift_logits[mask], shift_labels[mask], reduction="sum")
+        total += loss.item()
+        count += int(mask.sum())
+    mean = total / max(count, 1)
+    return {"eval_loss": mean, "perplexity": math.exp(min(mean, 50)), "eval_tokens": count}

@@ -1,0 +1,52 @@
+"""causal_lm: self-supervised next-token prediction on raw text (domain or style adaptation)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from tunesmith.data.templates import fields, text_of
+from tunesmith.data.tokenize import tokenize_causal_lm
+from tunesmith.eval.generate import generate
+from tunesmith.objectives import lm
+from tunesmith.objectives.spec import Objective
+from tunesmith.schema import Section
+
+
+class CausalLMConfig(Section):
+    """Raw text in, next-token loss on every token."""
+
+    name: Literal["causal_lm"]
+    sample_prompt_tokens: int = 24  # samples continue the first N tokens of held-out texts
+
+
+def check(cfg, dd, tokenizer) -> list[str]:
+    d = cfg.data
+    needed = fields(d.template) if d.template else [d.text_column]
+    return [f"data.{'template' if d.template else 'text_column'}: column {c!r} is not in the {split} data of {d.source!r}; columns are {ds.column_names}"
+            for split, ds in dd.items() for c in needed if c not in ds.column_names]
+
+
+def tokenize(ds, tokenizer, cfg, task):
+    return tokenize_causal_lm(ds, tokenizer, cfg.data)
+
+
+def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
+    n = cfg.objective.sample_prompt_tokens
+    prompts, refs = [], []
+    for row in raw.select(range(min(cfg.eval.num_samples, len(raw)))):
+        ids = tokenizer(text_of(row, cfg.data))["input_ids"]
+        prompts.append(ids[:n])
+        refs.append(tokenizer.decode(ids[n : n + cfg.eval.max_new_tokens], skip_special_tokens=True))
+    return lm.evaluate(model, tokenizer, features, cfg, prompts, refs)
+
+
+def probe(model, tokenizer, texts, cfg, task) -> list[str]:
+    return generate(model, tokenizer, [tokenizer(t)["input_ids"] for t in texts], cfg.eval.max_new_tokens)
+
+
+OBJECTIVE = Objective(
+    name="causal_lm", config_cls=CausalLMConfig, model_kind="causal_lm", metric_names=lm.METRICS,
+    best_metric="eval_loss", check=check, setup=lambda cfg, dd: {}, tokenize=tokenize,
+    collator=lm.collator, evaluate=evaluate, probe=probe,
+    summary="raw text, next-token prediction (loss, perplexity)",
+)

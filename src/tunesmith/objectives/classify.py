@@ -1,0 +1,130 @@
+"""classify: labels from the data; a sequence-classification model with id2label/label2id saved in its config."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from tunesmith.data.templates import fields
+from tunesmith.data.tokenize import model_inputs, tokenize_classify
+from tunesmith.eval.metrics import batches, classification_metrics, trainer_classification_metrics
+from tunesmith.objectives.spec import Objective
+from tunesmith.schema import Section
+
+
+class ClassifyConfig(Section):
+    """Supervised classification from a label column."""
+
+    name: Literal["classify"]
+
+
+def _needed_columns(data_cfg) -> list[tuple[str, str]]:
+    cols = [(f"data.template field {{{f}}}", f) for f in fields(data_cfg.template)] if data_cfg.template else [
+        ("data.text_column", data_cfg.text_column)]
+    if data_cfg.text_pair_column:
+        cols.append(("data.text_pair_column", data_cfg.text_pair_column))
+    return cols + [("data.label_column", data_cfg.label_column)]
+
+
+def check(cfg, dd, tokenizer) -> list[str]:
+    problems = []
+    d = cfg.data
+    for split, ds in dd.items():
+        for key, col in _needed_columns(d):
+            if col not in ds.column_names:
+                problems.append(f"{key}: column {col!r} is not in the {split} data of {d.source!r}; columns are {ds.column_names}")
+    if problems:
+        return problems
+    train_labels = sorted(set(label_values(dd["train"], d.label_column)))
+    if len(train_labels) < 2:
+        problems.append(f"data.label_column: {d.label_column!r} has a single class {train_labels} in the training data; classification needs at least two")
+    if d.labels:
+        unknown = sorted({v for ds in dd.values() for v in label_values(ds, d.label_column)} - set(d.labels))
+        if unknown:
+            problems.append(f"data.labels: the data has labels {unknown} that data.labels {d.labels} does not list; add them")
+    else:
+        unseen = sorted(set(label_values(dd["eval"], d.label_column)) - set(train_labels))
+        if unseen:
+            problems.append(f"data.label_column: the eval data has labels {unseen} that never occur in training; fix the data or list every label in data.labels")
+    return problems
+
+
+def setup(cfg, dd) -> dict:
+    d = cfg.data
+    feature = dd["train"].features.get(d.label_column)
+    if d.labels:
+        names = list(d.labels)
+    elif hasattr(feature, "names"):  # a datasets ClassLabel column: ints with names
+        names = list(feature.names)
+    else:
+        names = sorted(set(label_values(dd["train"], d.label_column)))
+    return {"labels": names}
+
+
+def _label2id(task) -> dict:
+    return {name: i for i, name in enumerate(task["labels"])}
+
+
+def label_values(ds, column) -> list[str]:
+    """A label column as names (a datasets ClassLabel column holds ints with names)."""
+    names = getattr(ds.features.get(column), "names", None)
+    return [names[v] if names else str(v) for v in ds[column]]
+
+
+def tokenize(ds, tokenizer, cfg, task):
+    label_map = _label2id(task)
+    names = getattr(ds.features.get(cfg.data.label_column), "names", None)
+    return tokenize_classify(ds, tokenizer, cfg.data, lambda v: label_map[names[v] if names else str(v)])
+
+
+def collator(tokenizer):
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
+
+
+@torch.no_grad()
+def probabilities(model, tokenizer, features, batch_size: int = 32) -> torch.Tensor:
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for batch in batches(model_inputs(features), batch_size, collator(tokenizer)):
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        out.append(torch.softmax(model(**batch).logits.float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
+    probs = probabilities(model, tokenizer, features, cfg.train.per_device_eval_batch_size)
+    return classification_metrics(features["labels"], probs.argmax(-1).tolist(), task["labels"])
+
+
+def predict(model, tokenizer, texts: list[str], cfg, task) -> list[dict]:
+    """Label and probability of each text (templates apply as in training)."""
+    import datasets
+
+    rows = {c: list(texts) for _, c in _needed_columns(cfg.data) if c != cfg.data.label_column}
+    rows[cfg.data.label_column] = [task["labels"][0]] * len(texts)
+    features = tokenize_classify(datasets.Dataset.from_dict(rows), tokenizer, cfg.data, _label2id(task).__getitem__)
+    probs = probabilities(model, tokenizer, features, cfg.train.per_device_eval_batch_size)
+    return [{"label": task["labels"][int(p.argmax())], "score": float(p.max()),
+             "probs": {n: float(v) for n, v in zip(task["labels"], p)}} for p in probs]
+
+
+def probe(model, tokenizer, texts, cfg, task) -> list[str]:
+    return [f"{p['label']} ({p['score']:.2f})" for p in predict(model, tokenizer, texts, cfg, task)]
+
+
+def model_kwargs(task) -> dict:
+    labels = task["labels"]
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": _label2id(task)}
+
+
+OBJECTIVE = Objective(
+    name="classify", config_cls=ClassifyConfig, model_kind="classify",
+    metric_names=frozenset({"accuracy", "precision", "recall", "f1", "loss"}), best_metric="accuracy",
+    check=check, setup=setup, tokenize=tokenize, collator=collator, evaluate=evaluate, probe=probe,
+    model_kwargs=model_kwargs, compute_metrics=lambda task: trainer_classification_metrics(task["labels"]),
+    summary="labels from the data (accuracy, precision, recall, F1)",
+)

@@ -1,0 +1,64 @@
+"""sft: supervised fine-tuning on prompt -> response pairs; the loss covers only the response and its EOS."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from tunesmith.data.templates import fields, probe_row, prompt_and_response, sft_template
+from tunesmith.data.tokenize import sft_prompt_ids, tokenize_sft
+from tunesmith.eval.generate import generate
+from tunesmith.objectives import lm
+from tunesmith.objectives.spec import Objective
+from tunesmith.schema import Section
+
+
+class SFTConfig(Section):
+    """Instruction / supervised tuning through a prompt template or the tokenizer's chat template."""
+
+    name: Literal["sft"]
+
+
+def check(cfg, dd, tokenizer) -> list[str]:
+    d = cfg.data
+    problems = []
+    if d.format == "chat" and not getattr(tokenizer, "chat_template", None):
+        problems.append(f"data.format: 'chat' needs a tokenizer with a chat template, and {cfg.model.name!r} has none; use data.format: text with a data.template")
+    for split, ds in dd.items():
+        if "messages" in ds.column_names and d.format == "chat" and not d.template:
+            continue
+        needed = fields(sft_template(d))
+        for c in needed:
+            if c not in ds.column_names:
+                key = "data.template" if d.template else ("data.prompt_column" if c == d.prompt_column else "data.response_column")
+                problems.append(f"{key}: column {c!r} is not in the {split} data of {d.source!r}; columns are {ds.column_names}")
+    return problems
+
+
+def tokenize(ds, tokenizer, cfg, task):
+    return tokenize_sft(ds, tokenizer, cfg.data)
+
+
+def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
+    rows = raw.select(range(min(cfg.eval.num_samples, len(raw))))
+    prompts = [sft_prompt_ids(tokenizer, cfg.data, row) for row in rows]
+    refs = [reference(row, cfg) for row in rows]
+    return lm.evaluate(model, tokenizer, features, cfg, prompts, refs)
+
+
+def reference(row, cfg) -> str:
+    if "messages" in row and row.get("messages"):
+        return row["messages"][-1]["content"]
+    return prompt_and_response(row, cfg.data)[1]
+
+
+def probe(model, tokenizer, texts, cfg, task) -> list[str]:
+    prompts = [sft_prompt_ids(tokenizer, cfg.data, probe_row(t, cfg.data)) for t in texts]
+    return generate(model, tokenizer, prompts, cfg.eval.max_new_tokens)
+
+
+OBJECTIVE = Objective(
+    name="sft", config_cls=SFTConfig, model_kind="causal_lm", metric_names=lm.METRICS,
+    best_metric="eval_loss", check=check, setup=lambda cfg, dd: {}, tokenize=tokenize,
+    collator=lm.collator, evaluate=evaluate, probe=probe,
+    summary="prompt -> response, loss on the response (loss, perplexity, samples)",
+)

@@ -1,0 +1,68 @@
+"""The transformers.Trainer that classify, causal_lm and sft share: our code only configures it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from tunesmith.data.tokenize import model_inputs
+
+log = logging.getLogger("tunesmith")
+
+
+def training_arguments(cfg, out_dir: Path, objective):
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    use_cpu = t.use_cpu or not torch.cuda.is_available()
+    metric = (t.metric_for_best_model or objective.best_metric) if t.load_best_model_at_end else None
+    lower = metric is not None and metric.removeprefix("eval_") in ("loss", "eval_loss", "perplexity")
+    return TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps,
+        lr_scheduler_type=t.lr_scheduler_type,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy=t.eval_strategy if t.load_best_model_at_end else "no",
+        save_total_limit=1 if t.load_best_model_at_end else None,
+        save_only_model=True,
+        load_best_model_at_end=t.load_best_model_at_end,
+        metric_for_best_model=metric,
+        greater_is_better=None if metric is None else not lower,
+        logging_steps=t.logging_steps,
+        bf16=t.bf16,
+        use_cpu=use_cpu,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
+        **t.extra,
+    )
+
+
+def build_trainer(model, tokenizer, features, cfg, objective, task, out_dir: Path, callbacks=()):
+    from transformers import Trainer
+
+    compute_metrics = objective.compute_metrics(task) if objective.compute_metrics else None
+    use_eval = cfg.train.eval_strategy != "no"
+    return Trainer(
+        model=model,
+        args=training_arguments(cfg, out_dir, objective),
+        train_dataset=model_inputs(features["train"]),
+        eval_dataset=model_inputs(features["eval"]) if use_eval else None,
+        data_collator=objective.collator(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=list(callbacks),
+    )

@@ -1,0 +1,107 @@
+"""report.html: one self-contained page (images embedded, no external scripts or fonts)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from jinja2 import Environment
+
+from tunesmith.report import plots
+from tunesmith.report.runlog import read_json, read_metrics
+
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tunesmith run: {{ name }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 64rem; color: #222; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } .better { color: #1a7f37; font-weight: 600; } .worse { color: #b42318; }
+img { max-width: 100%; border: 1px solid #eee; } pre { white-space: pre-wrap; margin: 0; }
+.plots { display: flex; flex-wrap: wrap; gap: 1rem; }
+</style></head><body>
+<h1>{{ name }}</h1>
+<p>{{ manifest.model }} · method <b>{{ manifest.method }}</b> · objective <b>{{ manifest.objective }}</b> ·
+{{ manifest.train_examples }} training / {{ manifest.eval_examples }} eval examples · seed {{ manifest.seed }}</p>
+
+<h2>What it bought</h2>
+<table><tr><th>metric</th><th>base</th><th>tuned</th><th>change</th></tr>
+{% for row in metric_rows %}<tr><td>{{ row.name }}</td><td>{{ row.base }}</td><td>{{ row.tuned }}</td>
+<td class="{{ row.cls }}">{{ row.delta }}</td></tr>{% endfor %}</table>
+
+<h2>What it cost</h2>
+<table>
+<tr><td>trainable parameters</td><td>{{ "{:,}".format(manifest.trainable_params) }} of {{ "{:,}".format(manifest.total_params) }} ({{ manifest.trainable_percent }}%)</td></tr>
+<tr><td>training time</td><td>{{ "%.1f"|format(manifest.train_seconds) }} s</td></tr>
+<tr><td>tokens seen</td><td>{{ "{:,}".format(manifest.tokens_seen) }} ({{ "%.0f"|format(manifest.tokens_per_second) }} tokens/s)</td></tr>
+<tr><td>peak memory</td><td>{{ manifest.peak_memory }}</td></tr>
+</table>
+
+{% if images %}<h2>Training</h2><div class="plots">
+{% for title, data in images %}<figure><img alt="{{ title }}" src="data:image/png;base64,{{ data }}"><figcaption>{{ title }}</figcaption></figure>{% endfor %}
+</div>{% endif %}
+
+{% if probes %}<h2>Probes before and after</h2>
+<table><tr><th>input</th><th>base</th><th>tuned</th></tr>
+{% for p in probes %}<tr><td><pre>{{ p.input }}</pre></td><td><pre>{{ p.base }}</pre></td><td><pre>{{ p.tuned }}</pre></td></tr>{% endfor %}
+</table>{% endif %}
+
+{% if samples %}<h2>Held-out samples</h2>
+<table><tr><th>prompt</th><th>reference</th><th>base</th><th>tuned</th></tr>
+{% for s in samples %}<tr><td><pre>{{ s.prompt }}</pre></td><td><pre>{{ s.reference }}</pre></td><td><pre>{{ s.base }}</pre></td><td><pre>{{ s.tuned }}</pre></td></tr>{% endfor %}
+</table>{% endif %}
+
+<h2>Reproduce</h2>
+<pre>{{ config }}</pre>
+<p>versions: {% for k, v in manifest.versions.items() %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}</p>
+</body></html>
+"""
+
+LOWER_IS_BETTER = {"eval_loss", "perplexity", "loss"}
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def metric_rows(base: dict, tuned: dict) -> list[dict]:
+    rows = []
+    for name, b in base.items():
+        t = tuned.get(name)
+        if not isinstance(b, (int, float)) or not isinstance(t, (int, float)) or name == "eval_tokens":
+            continue
+        delta = t - b
+        good = (delta < 0) if name in LOWER_IS_BETTER else (delta > 0)
+        rows.append({"name": name, "base": _fmt(b), "tuned": _fmt(t), "delta": f"{delta:+.4f}",
+                     "cls": "better" if good else ("worse" if delta else "")})
+    return rows
+
+
+def write_report(run_dir: Path) -> Path:
+    """Draw plots into plots/ and write report.html, from the files in run_dir."""
+    run_dir = Path(run_dir)
+    manifest = read_json(run_dir / "manifest.json")
+    ev = read_json(run_dir / "eval.json")
+    records = read_metrics(run_dir)
+    plot_dir = run_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    made = [("loss curves", plots.loss_curves(records, plot_dir / "loss.png"))]
+    for metric in ("accuracy", "f1"):
+        made.append((f"eval {metric} per epoch", plots.eval_metric_curve(records, metric, plot_dir / f"eval_{metric}.png")))
+    for side in ("base", "tuned"):
+        if "confusion_matrix" in ev[side]:
+            made.append((f"confusion matrix, {side}", plots.confusion(ev[side]["confusion_matrix"], ev[side]["labels"], side, plot_dir / f"confusion_{side}.png")))
+    images = [(title, base64.b64encode(p.read_bytes()).decode()) for title, p in made if p]
+    probes = [{"input": i, "base": b, "tuned": t} for i, b, t in zip(ev.get("probes", {}).get("inputs", []),
+              ev.get("probes", {}).get("base", []), ev.get("probes", {}).get("tuned", []))]
+    samples = [{**s, "base": s["generation"], "tuned": t["generation"]}
+               for s, t in zip(ev["base"].get("samples", []), ev["tuned"].get("samples", []))]
+    mem = manifest.get("peak_memory", {})
+    html = Environment(autoescape=True).from_string(TEMPLATE).render(
+        name=run_dir.name, manifest={**manifest, "peak_memory": ", ".join(f"{k} {v}" for k, v in mem.items())},
+        metric_rows=metric_rows(ev["base"], ev["tuned"]), images=images, probes=probes, samples=samples,
+        config=(run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else "",
+    )
+    out = run_dir / "report.html"
+    out.write_text(html, encoding="utf-8")
+    return out
