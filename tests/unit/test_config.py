@@ -1,0 +1,79 @@
+"""Config loading: every shipped config validates; bad input gets one error naming each key and the fix."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tunesmith.cli import app
+from tunesmith.config import load_config, parse_override
+from tunesmith.errors import TunesmithError
+
+CONFIGS = sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.method.name and cfg.objective.name
+
+
+def base():
+    return {"model": {"name": "minilm-l6"}, "data": {"source": "rotten_tomatoes"},
+            "method": {"name": "lora"}, "objective": {"name": "classify"}}
+
+
+def test_all_problems_reported_together():
+    raw = base()
+    raw["method"]["rank"] = 8                     # unknown key
+    raw["train"] = {"learning_rate": "fast"}      # wrong type
+    raw["data"]["max_lenght"] = 5                 # typo
+    with pytest.raises(TunesmithError) as err:
+        load_config(raw)
+    text = str(err.value)
+    assert "method.rank: unknown key" in text
+    assert "train.learning_rate" in text
+    assert "did you mean 'max_length'" in text
+    assert len(err.value.problems) == 3
+
+
+def test_unknown_method_lists_choices():
+    raw = base()
+    raw["method"] = {"name": "lorax"}
+    with pytest.raises(TunesmithError, match=r"method.name: 'lorax' is not a known method; expected one of"):
+        load_config(raw)
+
+
+def test_conflicting_options():
+    raw = base()
+    raw["train"] = {"load_best_model_at_end": True, "eval_strategy": "no"}
+    with pytest.raises(TunesmithError, match="load_best_model_at_end"):
+        load_config(raw)
+    raw = base()
+    raw["method"] = {"name": "head"}
+    raw["objective"] = {"name": "sft"}
+    with pytest.raises(TunesmithError, match="does not apply to objective 'sft'"):
+        load_config(raw)
+
+
+def test_overrides():
+    assert parse_override("train.learning_rate=1e-4") == (["train", "learning_rate"], 1e-4)
+    assert parse_override("method.target_modules=[query,value]")[1] == ["query", "value"]
+    cfg = load_config(base(), ["method.r=16", "train.eval_strategy=no"])
+    assert cfg.method.r == 16 and cfg.train.eval_strategy == "no"
+
+
+def test_cli_prints_error_without_traceback_and_exits_2(tmp_path):
+    path = tmp_path / "bad.yaml"
+    raw = base()
+    raw["method"]["r"] = "eight"
+    path.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "method.r" in result.output and "Traceback" not in result.output
+
+
+def test_missing_config_file():
+    with pytest.raises(TunesmithError, match="does not exist"):
+        load_config("nope/missing.yaml")
