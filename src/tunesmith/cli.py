@@ -232,3 +232,7 @@ def assets():
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # python -m tunesmith.cli
+    main()

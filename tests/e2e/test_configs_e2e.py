@@ -1,0 +1,34 @@
+"""The shipped configs, end to end on the real offline assets, with small step counts."""
+
+import pytest
+
+from tunesmith import api
+
+pytestmark = pytest.mark.e2e
+
+
+def test_sentiment_lora_learns(tmp_path):
+    run = api.train("configs/sentiment-lora.yaml", out=tmp_path / "run",
+                    overrides=["train.max_steps=40", "train.eval_strategy=no", "train.load_best_model_at_end=false",
+                               "train.metric_for_best_model=null", "data.eval_size=200"])
+    res = run.results
+    assert res["tuned"]["accuracy"] > 0.6 > res["base"]["accuracy"] - 0.05
+    assert len(res["probes"]["tuned"]) == 5
+    assert run.predict("A moving, beautifully acted film.")[0]["label"] in ("fresh", "rotten")
+
+
+def test_chat_sft_lowers_eval_loss(tmp_path):
+    run = api.train("configs/chat-sft-lora.yaml", out=tmp_path / "run",
+                    overrides=["train.max_steps=6", "train.eval_strategy=no", "eval.max_examples=24",
+                               "eval.num_samples=1", "eval.max_new_tokens=8", "eval.probes=[]"])
+    res = run.results
+    assert res["tuned"]["eval_loss"] < res["base"]["eval_loss"]
+    assert res["tuned"]["samples"][0]["generation"] is not None
+
+
+def test_style_causal_lm_lowers_perplexity(tmp_path):
+    run = api.train("configs/style-causal-lm.yaml", out=tmp_path / "run",
+                    overrides=["train.max_steps=6", "train.eval_strategy=no", "train.learning_rate=1e-3",
+                               "eval.max_examples=8", "eval.num_samples=1", "eval.max_new_tokens=8", "eval.probes=[]"])
+    res = run.results
+    assert res["tuned"]["perplexity"] < res["base"]["perplexity"]
