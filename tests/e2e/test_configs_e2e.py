@@ -3,16 +3,19 @@
 import pytest
 
 from tunesmith import api
+from tunesmith.report.runlog import read_metrics
 
 pytestmark = pytest.mark.e2e
 
 
 def test_sentiment_lora_learns(tmp_path):
     run = api.train("configs/sentiment-lora.yaml", out=tmp_path / "run",
-                    overrides=["train.max_steps=40", "train.eval_strategy=no", "train.load_best_model_at_end=false",
+                    overrides=["train.max_steps=60", "train.learning_rate=1e-3", "train.eval_strategy=no", "train.load_best_model_at_end=false",
                                "train.metric_for_best_model=null", "data.eval_size=200"])
     res = run.results
-    assert res["tuned"]["accuracy"] > 0.6 > res["base"]["accuracy"] - 0.05
+    assert res["tuned"]["accuracy"] > res["base"]["accuracy"] + 0.05
+    losses = [r["loss"] for r in read_metrics(run.dir) if "loss" in r]
+    assert sum(losses[-3:]) < sum(losses[:3])
     assert len(res["probes"]["tuned"]) == 5
     assert run.predict("A moving, beautifully acted film.")[0]["label"] in ("fresh", "rotten")
 
