@@ -29,8 +29,8 @@ def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)])
     logging.getLogger("tunesmith").setLevel(logging.DEBUG if verbose else logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
     import datasets
+    import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # weight-loading bars; the Trainer keeps its own
