@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -259,6 +258,3 @@ class Run:
 def load_run(run_dir: str | Path) -> Run:
     return Run(run_dir)
 
-
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=2, default=str)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, TypeAdapter, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from tunesmith.errors import TunesmithError
 from tunesmith.methods.registry import METHODS
@@ -302,7 +302,3 @@ def _suggest(word: str, options: set[str] | list[str]) -> str:
     close = difflib.get_close_matches(word, list(options), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
-
-def config_schema() -> dict:
-    """JSON schema of the whole config (for editors and docs)."""
-    return TypeAdapter(RunConfig).json_schema()
