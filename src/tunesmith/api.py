@@ -103,10 +103,11 @@ def train(config, *, out: str | Path | None = None, overwrite: bool = False, ove
     set_seed(cfg.train.seed)
     prep = Prepared(cfg)
     objective, tok, task = prep.objective, prep.tokenizer, prep.task
+    method = METHODS[cfg.method.name]
     set_seed(cfg.train.seed)
-    model = load_model(cfg.model, objective.model_kind, **objective.model_kwargs(task))
+    model = load_model(cfg.model, objective.model_kind, **objective.model_kwargs(task), **method.load_kwargs(cfg.method))
     ensure_pad_token(tok, model)
-    model.to(device())
+    to_device(model)
     if model.tunesmith_new_keys:
         log.info("Newly initialized (not in the checkpoint): %s", ", ".join(model.tunesmith_new_keys))
 
@@ -124,28 +125,29 @@ def train(config, *, out: str | Path | None = None, overwrite: bool = False, ove
     log.info("Trainable parameters: %s of %s (%.4f%%)", f"{params['trainable_params']:,}", f"{params['total_params']:,}", params["trainable_percent"])
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    trainer = build_trainer(model, tok, prep.features, cfg, objective, task, run_dir, [MetricsLog(run_dir / "metrics.jsonl")])
     start = time.time()
-    result = trainer.train()
+    if method.fit:  # a method that trains without a Trainer (features)
+        model, stats = method.fit(model, tok, prep, cfg, run_dir)
+    else:
+        model, stats = _train_with_trainer(model, tok, prep, cfg, run_dir)
     train_seconds = time.time() - start
-    model = trainer.model
 
     tuned = objective.evaluate(model, tok, prep.data["eval"], prep.features["eval"], cfg, task)
     tuned_probes = objective.probe(model, tok, cfg.eval.probes, cfg, task) if cfg.eval.probes else []
 
-    weights_dir = run_dir / METHODS[cfg.method.name].saves
-    model.save_pretrained(weights_dir)
+    weights_dir = run_dir / method.saves
+    (method.save or _save_pretrained)(model, weights_dir)
     tok.save_pretrained(weights_dir)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
-    tokens = int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
+    tokens = stats["tokens_seen"]
     manifest = {
         "model": cfg.model.name, "method": cfg.method.name, "objective": cfg.objective.name,
         "saved": weights_dir.name, "task": task, "seed": cfg.train.seed,
         "train_examples": len(prep.data["train"]), "eval_examples": len(prep.data["eval"]),
         "data_fingerprint": {split: fingerprint(ds) for split, ds in prep.data.items()},
-        **params, "train_seconds": round(train_seconds, 2), "train_steps": trainer.state.global_step,
-        "train_loss": result.training_loss, "tokens_seen": tokens,
+        **params, "train_seconds": round(train_seconds, 2), "train_steps": stats["train_steps"],
+        "train_loss": stats["train_loss"], "tokens_seen": tokens,
         "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else 0.0,
         "peak_memory": peak_memory_mb(), "device": str(device()), "versions": versions(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -158,6 +160,25 @@ def train(config, *, out: str | Path | None = None, overwrite: bool = False, ove
     run = Run(run_dir)
     run._model, run._tokenizer = model, tok
     return run
+
+
+def _train_with_trainer(model, tok, prep, cfg, run_dir: Path) -> tuple[Any, dict]:
+    trainer = build_trainer(model, tok, prep.features, cfg, prep.objective, prep.task, run_dir,
+                            [MetricsLog(run_dir / "metrics.jsonl")])
+    result = trainer.train()
+    return trainer.model, {"train_steps": trainer.state.global_step, "train_loss": result.training_loss,
+                           "tokens_seen": int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)}
+
+
+def _save_pretrained(model, folder: Path) -> None:
+    model.save_pretrained(folder)
+
+
+def to_device(model):
+    """Move to the GPU if there is one; a quantized model was placed by from_pretrained and stays."""
+    if not getattr(model, "is_quantized", False):
+        model.to(device())
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,22 +216,29 @@ class Run:
         from transformers import set_seed
 
         set_seed(self.config.train.seed)  # the same new head the base was evaluated with
-        model = load_model(self.config.model, self.objective.model_kind, **self.objective.model_kwargs(self.task))
+        model = load_model(self.config.model, self.objective.model_kind, **self.objective.model_kwargs(self.task),
+                           **self.method.load_kwargs(self.config.method))
         ensure_pad_token(self.tokenizer, model)
-        return model.to(device()).eval()
+        return to_device(model).eval()
+
+    @property
+    def method(self):
+        return METHODS[self.config.method.name]
 
     @property
     def model(self):
         """The tuned model: the base plus the run's adapter, or the run's whole saved model."""
         if self._model is None:
             saved = self.dir / self.manifest["saved"]
-            if self.manifest["saved"] == "adapter":
+            if self.method.load:
+                self._model = self.method.load(self.load_base(), saved)
+            elif self.method.saves == "adapter":
                 from peft import PeftModel
 
                 self._model = PeftModel.from_pretrained(self.load_base(), str(saved))
             else:
                 self._model = load_model(self.config.model, self.objective.model_kind, path=str(saved))
-            self._model.to(device()).eval()
+            to_device(self._model).eval()
         return self._model
 
     def evaluate(self, data: str | None = None, split: str | None = None, columns: dict[str, str] | None = None) -> dict:

@@ -215,6 +215,7 @@ def cross_checks(cfg: RunConfig) -> list[str]:
     reason = method.unsupported.get(cfg.objective.name)
     if reason:
         problems.append(f"method.name: {cfg.method.name!r} does not apply to objective {cfg.objective.name!r}: {reason}")
+    problems += method.check(cfg)
     t = cfg.train
     if t.load_best_model_at_end and t.eval_strategy == "no":
         problems.append("train.load_best_model_at_end: needs evaluation during training; set train.eval_strategy to 'epoch' or 'steps'")

@@ -1,9 +1,25 @@
-"""What a method is: a config class, a function that sets the trainable parameters, and a registry entry."""
+"""What a method is: a config class, a function that sets the trainable parameters, and a registry entry.
+
+Most methods only need `apply`: the objective's Trainer trains whatever `apply` left trainable, and the run
+saves it with `save_pretrained`. The optional hooks cover the methods that differ:
+- `check`: problems known before anything loads (qlora needs a CUDA GPU);
+- `load_kwargs`: extra `from_pretrained` arguments for the base model (qlora's 4-bit quantization);
+- `fit`: trains without a Trainer (features: a scikit-learn classifier on frozen embeddings);
+- `save` / `load`: a saved format other than PEFT's or transformers' (bottleneck adapters, features).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable
+
+
+def _no_problems(cfg) -> list[str]:
+    return []
+
+
+def _no_kwargs(method_cfg) -> dict:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -11,6 +27,12 @@ class Method:
     name: str
     config_cls: type
     apply: Callable[[Any, Any], Any]  # (model, method_config) -> model with its trainable parameters set
-    saves: Literal["adapter", "model"]  # what the run folder holds: a PEFT adapter or a whole model
+    saves: str  # the run folder's weights folder: "adapter" (PEFT layout), "model" (transformers), or the method's own
     summary: str
     unsupported: dict[str, str] = field(default_factory=dict)  # objective -> why it does not apply
+    check: Callable[[Any], list[str]] = _no_problems  # (RunConfig) -> problems, each naming the key and the fix
+    load_kwargs: Callable[[Any], dict] = _no_kwargs  # (method_config) -> extra from_pretrained kwargs for the base
+    fit: Callable[..., tuple[Any, dict]] | None = None  # (model, tokenizer, prepared, cfg, run_dir) -> (model, stats)
+    save: Callable[[Any, Any], None] | None = None  # (model, folder); default model.save_pretrained(folder)
+    load: Callable[[Any, Any], Any] | None = None  # (base model, folder) -> tuned model
+    mergeable: bool = False  # `tunesmith export --merge` can fold it into the base weights
