@@ -51,6 +51,7 @@ def lm_loss(model, features, collator, batch_size: int) -> dict:
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
         logits = model(**batch).logits.float()
+        logits = logits[:, -labels.size(1):]  # a soft prompt prepends virtual tokens: keep the input positions
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
         mask = shift_labels != -100
         loss = torch.nn.functional.cross_entropy(shift_logits[mask], shift_labels[mask], reduction="sum")

@@ -1,26 +1,40 @@
-"""lora: low-rank adapters through PEFT. The base stays frozen; the adapter saves in PEFT's own layout."""
+"""lora, dora, qlora: low-rank adapters through PEFT. The base stays frozen; the adapter saves in PEFT's layout.
+
+- lora: W + (lora_alpha / r) * B @ A on the targeted linear layers (Hu et al., 2021).
+- dora: the same update split into magnitude and direction (Liu et al., 2024); PEFT's `use_dora`.
+- qlora: the base loaded in 4-bit NF4 with bitsandbytes, LoRA on top (Dettmers et al., 2023). Needs a CUDA GPU.
+
+Initializations that move the base weights (`pissa`, `olora`, `corda`) are saved converted back to a plain
+LoRA adapter on the original base (PEFT's `path_initial_model_for_weight_conversion`), so the adapter loads
+with plain PEFT on the unmodified base model like any other.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from tunesmith.errors import TunesmithError
+from tunesmith.methods.peft_common import check_targets, modules_to_save, task_type, wrap
 from tunesmith.methods.spec import Method
-from tunesmith.modeling import linear_module_names, new_modules, suffixes
 from tunesmith.schema import Section
 
 log = logging.getLogger("tunesmith")
 
+MOVES_BASE = ("pissa", "olora")  # initializations that rewrite the base weights
+INITS = ("gaussian", "pissa", "olora", "orthogonal")
+
 
 class LoraConfig(Section):
-    """LoRA (Hu et al., 2021): W + (lora_alpha / r) * B @ A on the targeted linear layers."""
+    """LoRA: W + (lora_alpha / r) * B @ A on the targeted linear layers."""
 
     name: Literal["lora"]
     r: int = Field(8, gt=0, description="Rank of the update.")
-    lora_alpha: float = Field(16, gt=0, description="Scale: the update is multiplied by lora_alpha / r.")
+    lora_alpha: float = Field(16, gt=0, description="Scale: the update is multiplied by lora_alpha / r (rsLoRA: / sqrt(r)).")
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | str | None = Field(
         None, description="Linear module names or suffixes, 'all-linear', or None for PEFT's default for the model."
@@ -29,53 +43,120 @@ class LoraConfig(Section):
         None, description="Modules trained in full and saved with the adapter. A new head is added automatically."
     )
     bias: Literal["none", "all", "lora_only"] = "none"
+    use_rslora: bool = Field(False, description="Rank-stabilized LoRA: scale by lora_alpha / sqrt(r) (Kalajdzievski, 2023).")
+    init_lora_weights: bool | str = Field(
+        True, description="True: B = 0 (the default); 'gaussian'; 'pissa' / 'pissa_niter_4' (principal singular "
+        "vectors); 'olora' (QR); 'orthogonal'. PiSSA/OLoRA adapters are saved converted for the original base.",
+    )
+
+    @field_validator("init_lora_weights")
+    @classmethod
+    def _known_init(cls, value):
+        if isinstance(value, bool) or value in INITS or re.fullmatch(r"pissa_niter_\d+", value):
+            return value
+        raise ValueError(f"expected true, false or one of {list(INITS)} (or 'pissa_niter_N')")
 
 
-def check_targets(model, targets) -> None:
-    """Every target must match a linear layer; the error lists the names that would."""
-    if targets is None or targets == "all-linear":
-        return
-    targets = [targets] if isinstance(targets, str) else targets
-    names = linear_module_names(model)
-    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-    if missing:
-        raise TunesmithError(
-            f"method.target_modules: {missing} match no linear module of {type(model).__name__}; "
-            f"its linear modules are {suffixes(names)} (or use 'all-linear')"
-        )
+class DoraConfig(LoraConfig):
+    """DoRA: LoRA's update split into a learned magnitude and a direction (PEFT `use_dora`)."""
+
+    name: Literal["dora"]  # type: ignore[assignment]
 
 
-def is_classifier(model) -> bool:
-    return type(model).__name__.endswith("ForSequenceClassification")
+class QLoraConfig(LoraConfig):
+    """QLoRA: the base model in 4-bit (bitsandbytes), LoRA adapters in higher precision on top. CUDA only."""
+
+    name: Literal["qlora"]  # type: ignore[assignment]
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type of the base weights.")
+    bnb_4bit_use_double_quant: bool = Field(True, description="Quantize the quantization constants too (~0.4 bit/param saved).")
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="dtype the 4-bit weights are dequantized to for each matmul."
+    )
 
 
 def apply(model, cfg: LoraConfig):
     import peft
 
     check_targets(model, cfg.target_modules)
-    to_save = list(cfg.modules_to_save or [])
-    if is_classifier(model):
-        for name in new_modules(model):
-            short = name.split(".")[-1]
-            if short not in to_save:
-                to_save.append(short)
-                log.info("lora: training the new head %r in full (modules_to_save)", short)
+    if cfg.name == "qlora":
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = peft.LoraConfig(
-        task_type="SEQ_CLS" if is_classifier(model) else "CAUSAL_LM",
+        task_type=task_type(model),
         r=cfg.r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=cfg.target_modules,
-        modules_to_save=to_save or None,
+        modules_to_save=modules_to_save(model, cfg.modules_to_save),
         bias=cfg.bias,
+        use_rslora=cfg.use_rslora,
+        use_dora=cfg.name == "dora",
+        init_lora_weights=cfg.init_lora_weights,
     )
-    try:
-        return peft.get_peft_model(model, config)
-    except ValueError as err:  # PEFT knows no default targets for this architecture, and similar
-        raise TunesmithError(
-            f"method: PEFT could not apply LoRA ({err}); set method.target_modules, e.g. "
-            f"{suffixes(linear_module_names(model))[:4]}"
-        ) from None
+    model = wrap(model, config)
+    if str(cfg.init_lora_weights).startswith(MOVES_BASE):
+        # Keep the initial adapter (as a zero-init LoRA) so the trained one can be saved for the original base.
+        initial = Path(tempfile.mkdtemp(prefix="tunesmith-init-")) / "initial"
+        model.peft_config["default"].init_lora_weights = True
+        model.save_pretrained(initial)
+        model.peft_config["default"].init_lora_weights = cfg.init_lora_weights
+        model.tunesmith_initial_adapter = str(initial)
+        log.info("%s: %s moved the base weights; the adapter will be saved converted for the original base",
+                 cfg.name, cfg.init_lora_weights)
+    return model
 
 
-METHOD = Method(name="lora", config_cls=LoraConfig, apply=apply, saves="adapter", summary="low-rank adapters (PEFT)")
+def save(model, folder: Path) -> None:
+    initial = getattr(model, "tunesmith_initial_adapter", None)
+    if not initial:
+        model.save_pretrained(folder)
+        return
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(folder, path_initial_model_for_weight_conversion=initial)
+    # PEFT 0.21's conversion keeps only lora_A/lora_B and drops the rest (modules_to_save such as a new
+    # classifier head, trained biases): put those back, unchanged, so the adapter is complete.
+    path = Path(folder) / "adapter_model.safetensors"
+    converted = load_file(path)
+    rest = {k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()
+            if "lora_A" not in k and "lora_B" not in k and k not in converted}
+    if rest:
+        save_file({**converted, **rest}, path, metadata={"format": "pt"})
+
+
+def check_qlora(cfg) -> list[str]:
+    """QLoRA needs bitsandbytes and a CUDA GPU; say so before anything loads."""
+    import importlib.util
+
+    import torch
+
+    problems = []
+    if not torch.cuda.is_available():
+        problems.append("method.name: 'qlora' loads the base model in 4-bit with bitsandbytes, which needs a CUDA GPU, "
+                        "and this machine has none (torch.cuda.is_available() is False); use method.name: lora "
+                        "(the same adapter on a full-precision base) or run on a GPU machine")
+    elif importlib.util.find_spec("bitsandbytes") is None:
+        problems.append("method.name: 'qlora' needs the bitsandbytes package; install it with "
+                        "pip install 'tunesmith[gpu]' (or pip install bitsandbytes)")
+    return problems
+
+
+def qlora_load_kwargs(cfg: QLoraConfig) -> dict:
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, cfg.bnb_4bit_compute_dtype),
+    )
+    return {"quantization_config": quant, "device_map": {"": 0}}
+
+
+LORA = Method(name="lora", config_cls=LoraConfig, apply=apply, save=save, saves="adapter", mergeable=True,
+              summary="low-rank adapters (PEFT)")
+DORA = Method(name="dora", config_cls=DoraConfig, apply=apply, save=save, saves="adapter", mergeable=True,
+              summary="weight-decomposed low-rank adapters (PEFT use_dora)")
+QLORA = Method(name="qlora", config_cls=QLoraConfig, apply=apply, save=save, saves="adapter", mergeable=True,
+               check=check_qlora, load_kwargs=qlora_load_kwargs, summary="LoRA on a 4-bit base (bitsandbytes, CUDA)")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from tunesmith.methods import full, head, lora
+from tunesmith.methods import adapter, features, freeze, full, head, ia3, lora, soft_prompt
 from tunesmith.methods.spec import Method
 
-METHODS: dict[str, Method] = {m.name: m for m in (full.METHOD, head.METHOD, lora.METHOD)}
+METHODS: dict[str, Method] = {m.name: m for m in (
+    full.METHOD, freeze.METHOD, head.METHOD, lora.LORA, lora.DORA, lora.QLORA,
+    soft_prompt.PROMPT, soft_prompt.PREFIX, ia3.METHOD, adapter.METHOD,
+    features.METHOD,
+)}
 
 
 def apply_method(model, method_cfg):

@@ -1,0 +1,57 @@
+"""What every PEFT-backed method shares: the task type, training the new head in full, clear errors."""
+
+from __future__ import annotations
+
+import logging
+
+from tunesmith.errors import TunesmithError
+from tunesmith.modeling import linear_module_names, new_modules, suffixes
+
+log = logging.getLogger("tunesmith")
+
+
+def is_classifier(model) -> bool:
+    return type(model).__name__.endswith("ForSequenceClassification")
+
+
+def task_type(model) -> str:
+    return "SEQ_CLS" if is_classifier(model) else "CAUSAL_LM"
+
+
+def modules_to_save(model, requested: list[str] | None) -> list[str] | None:
+    """The user's modules_to_save plus, for a classifier, the new randomly initialized head."""
+    out = list(requested or [])
+    if is_classifier(model):
+        for name in new_modules(model):
+            short = name.split(".")[-1]
+            if short not in out:
+                out.append(short)
+                log.info("%s: training the new head %r in full (modules_to_save)", type(model).__name__, short)
+    return out or None
+
+
+def check_targets(model, targets, key: str = "method.target_modules") -> None:
+    """Every target must match a linear layer; the error lists the names that would."""
+    if targets is None or targets == "all-linear":
+        return
+    targets = [targets] if isinstance(targets, str) else targets
+    names = linear_module_names(model)
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise TunesmithError(
+            f"{key}: {missing} match no linear module of {type(model).__name__}; "
+            f"its linear modules are {suffixes(names)} (or use 'all-linear')"
+        )
+
+
+def wrap(model, config):
+    """peft.get_peft_model with PEFT's ValueErrors turned into a TunesmithError that says what to set."""
+    import peft
+
+    try:
+        return peft.get_peft_model(model, config)
+    except (ValueError, TypeError) as err:  # no default targets for this architecture, and similar
+        raise TunesmithError(
+            f"method: PEFT could not apply {type(config).__name__} ({err}); set method.target_modules, e.g. "
+            f"{suffixes(linear_module_names(model))[:4]}"
+        ) from None
