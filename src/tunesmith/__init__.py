@@ -3,7 +3,7 @@
 from tunesmith.errors import TunesmithError
 
 __version__ = "0.1.0"
-__all__ = ["TunesmithError", "train", "load_run", "validate", "preview", "Run", "load_config"]
+__all__ = ["TunesmithError", "train", "load_run", "validate", "preview", "Run", "load_config", "load_adapters", "export"]
 
 
 def __getattr__(name):  # keep `import tunesmith` light: torch and transformers load on first use
@@ -11,6 +11,10 @@ def __getattr__(name):  # keep `import tunesmith` light: torch and transformers 
         from tunesmith import api
 
         return getattr(api, name)
+    if name in ("load_adapters", "export", "AdapterSet"):
+        from tunesmith import adapters
+
+        return getattr(adapters, name)
     if name == "load_config":
         from tunesmith.config import load_config
 

@@ -124,26 +124,44 @@ def evaluate(
         print_side_by_side(results, title=f"{run_dir}: base vs tuned on {results['examples']} examples of {data or 'the run eval set'}")
 
 
+ADAPTER_HELP = "Another run trained on the same base; repeat for more. All adapters load onto one base model and each input runs through each adapter."
+
+
+def _adapter_set(run_dir: Path, adapter: list[Path] | None):
+    """None without --adapter; else the run's and the other runs' adapters on one base model."""
+    if not adapter:
+        return None
+    from tunesmith.adapters import load_adapters
+
+    return _run(load_adapters, [run_dir, *adapter])
+
+
 @app.command()
 def predict(
     run_dir: Path = typer.Argument(..., help="A classify run folder."),
     texts: list[str] = typer.Argument(..., help="Texts to classify."),
+    adapter: Optional[list[Path]] = typer.Option(None, "--adapter", help=ADAPTER_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Classify texts with a run's tuned model: label and probability."""
+    """Classify texts with a run's tuned model: label and probability (per adapter with --adapter)."""
     _setup_logging()
     from tunesmith import api
 
-    run = _run(api.Run, run_dir)
-    preds = _run(run.predict, texts)
+    adapters = _adapter_set(run_dir, adapter)
+    if adapters is None:
+        run = _run(api.Run, run_dir)
+        preds = {run_dir.name: _run(run.predict, texts)}
+    else:
+        preds = {name: _run(adapters.predict, texts, adapter=name) for name in adapters.names}
     if as_json:
-        print(json.dumps(preds, indent=2))
+        print(json.dumps(preds if adapters else preds[run_dir.name], indent=2))
         return
     table = Table()
-    for col in ("text", "label", "probability"):
-        table.add_column(col, overflow="fold")
-    for text, p in zip(texts, preds):
-        table.add_row(text, p["label"], f"{p['score']:.3f}")
+    table.add_column("text", overflow="fold")
+    for name in preds:
+        table.add_column(name if adapters else "label (probability)", overflow="fold")
+    for i, text in enumerate(texts):
+        table.add_row(text, *(f"{p[i]['label']} ({p[i]['score']:.3f})" for p in preds.values()))
     console.print(table)
 
 
@@ -152,14 +170,38 @@ def generate(
     run_dir: Path = typer.Argument(..., help="A causal_lm or sft run folder."),
     prompts: list[str] = typer.Argument(..., help="Prompts (formatted with the run's template or chat format)."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    adapter: Optional[list[Path]] = typer.Option(None, "--adapter", help=ADAPTER_HELP),
 ):
-    """Complete prompts with a run's tuned model."""
+    """Complete prompts with a run's tuned model (per adapter with --adapter)."""
     _setup_logging()
     from tunesmith import api
 
-    run = _run(api.Run, run_dir)
-    for prompt, text in zip(prompts, _run(run.generate, prompts, max_new_tokens=max_new_tokens)):
-        console.print(f"[bold]{prompt}[/]\n{text}\n", highlight=False)
+    adapters = _adapter_set(run_dir, adapter)
+    if adapters is None:
+        run = _run(api.Run, run_dir)
+        outputs = {"": _run(run.generate, prompts, max_new_tokens=max_new_tokens)}
+    else:
+        outputs = {f"[{n}] ": _run(adapters.generate, prompts, adapter=n, max_new_tokens=max_new_tokens) for n in adapters.names}
+    for i, prompt in enumerate(prompts):
+        console.print(f"[bold]{prompt}[/]", highlight=False)
+        for name, texts in outputs.items():
+            console.print(f"{name}{texts[i]}", highlight=False, markup=False)
+        console.print()
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `tunesmith train`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write."),
+    merge: bool = typer.Option(False, "--merge", help="Fold a LoRA/DoRA/IA3 adapter into the base: a standalone transformers model."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export folder."),
+):
+    """Export a run's tuned model: the adapter or model as saved, or merged into a standalone model."""
+    _setup_logging()
+    from tunesmith.adapters import export as export_run
+
+    path = _run(export_run, run_dir, out, merge=merge, overwrite=overwrite)
+    console.print(f"wrote [bold]{path}[/]" + (" (loads with AutoModel*.from_pretrained, no PEFT needed)" if merge else ""))
 
 
 @app.command()

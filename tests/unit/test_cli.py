@@ -11,7 +11,7 @@ from tunesmith.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["predict"], ["generate"], ["validate"], ["data", "preview"], ["assets"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["predict"], ["generate"], ["validate"], ["data", "preview"], ["assets"], ["export"]])
 def test_help(command):
     assert runner.invoke(app, command + ["--help"]).exit_code == 0
 
@@ -53,3 +53,18 @@ def test_generate_command(tiny_llama, qa_file, make_config, tmp_path):
 def test_assets_lists_catalog():
     result = runner.invoke(app, ["assets"])
     assert result.exit_code == 0 and "minilm-l6" in result.output and "rotten_tomatoes" in result.output
+
+
+def test_predict_with_several_adapters_and_export(tiny_bert, sentiment_file, make_config, tmp_path):
+    from tunesmith import api
+
+    a = api.train(make_config(tiny_bert, sentiment_file, "classify"), out=tmp_path / "first")
+    b = api.train(make_config(tiny_bert, sentiment_file, "classify", train={"learning_rate": 5e-2}), out=tmp_path / "second")
+    result = runner.invoke(app, ["predict", str(a.dir), "A fine film.", "--adapter", str(b.dir), "--json"])
+    assert result.exit_code == 0, result.output
+    preds = json.loads(result.stdout[result.stdout.index("{"):])
+    assert set(preds) == {"first", "second"} and preds["first"][0]["label"] in ("fresh", "rotten")
+    result = runner.invoke(app, ["export", str(a.dir), "--out", str(tmp_path / "merged"), "--merge"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "merged" / "config.json").exists()
+    assert runner.invoke(app, ["export", str(a.dir), "--out", str(tmp_path / "merged"), "--merge"]).exit_code == 2
