@@ -75,3 +75,15 @@ def test_method_trains_intended_parameters_and_reloads(method, objective, tiny_b
         assert run.generate(["Why?"], max_new_tokens=4) == reloaded.generate(["Why?"], max_new_tokens=4)
     assert reloaded.evaluate()["tuned"]["accuracy" if objective == "classify" else "eval_loss"] == pytest.approx(
         run.results["tuned"]["accuracy" if objective == "classify" else "eval_loss"], rel=1e-4)
+
+
+def test_readme_support_table_matches_the_registry():
+    from pathlib import Path
+
+    readme = Path(__file__).parents[2].joinpath("README.md").read_text()
+    table = readme[readme.index("| method \\ objective |"):].split("\n\n")[0].splitlines()[2:]
+    cells = {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[2:5]] for row in table}
+    assert set(cells) == set(METHODS)
+    for method, row in cells.items():
+        for objective, cell in zip(("classify", "causal_lm", "sft"), row):
+            assert cell.startswith("no") == (objective in METHODS[method].unsupported), (method, objective, cell)
