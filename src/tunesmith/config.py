@@ -29,6 +29,18 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
 
 
+class MixSource(Section):
+    """Extra training data mixed into the task's (e.g. general instructions, against forgetting)."""
+
+    source: str = Field(description="Any data source, as data.source.")
+    subset: str | None = None
+    split: str = "train"
+    ratio: float = Field(gt=0, description="Examples of this source per task training example (0.5: half as many).")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Rename its columns to the task's, e.g. {question: prompt, answer: response}."
+    )
+
+
 class DataConfig(Section):
     source: str = Field(description="JSONL/CSV/Parquet file, saved `datasets` folder, catalog name, or hub name.")
     subset: str | None = Field(None, description="Hub dataset configuration name, e.g. 'sst2' of 'glue'.")
@@ -61,6 +73,9 @@ class DataConfig(Section):
     max_length: int = Field(256, gt=0, description="Tokens per example after truncation.")
     truncation_side: Literal["right", "left"] = "right"
     packing: bool = Field(False, description="causal_lm: concatenate texts and cut into max_length blocks.")
+    mix: list[MixSource] = Field(
+        default_factory=list, description="Other sources mixed into the training split only (multitask mixing); eval stays the task's."
+    )
 
 
 class TrainConfig(Section):

@@ -70,3 +70,26 @@ def test_template_split_for_sft(smollm_tokenizer, qa_file, tiny_llama, make_conf
     feats = tokenize_sft(datasets.Dataset.from_list([{"question": "Why?", "answer": "Because."}]), smollm_tokenizer, cfg.data)[0]
     prompt = [t for t, lab in zip(feats["input_ids"], feats["labels"]) if lab == IGNORE]
     assert smollm_tokenizer.decode(prompt).endswith("A: ")
+
+
+def test_mix_adds_renamed_sources_to_training_only(qa_file, tmp_path):
+    import json
+
+    from tunesmith.config import load_config
+    from tunesmith.data.sources import load_splits
+
+    other = tmp_path / "general.jsonl"
+    other.write_text("".join(json.dumps({"q": f"general {i}?", "a": f"answer {i}", "extra": i}) + "\n" for i in range(100)))
+    cfg = load_config({"model": {"name": "x"}, "method": {"name": "lora"}, "objective": {"name": "sft"},
+                       "data": {"source": qa_file, "prompt_column": "question", "response_column": "answer", "eval_size": 8,
+                                "mix": [{"source": str(other), "ratio": 0.5, "columns": {"q": "question", "a": "answer"}}]}})
+    plain = load_splits(load_config(cfg, {"data.mix": []}).data, 42)
+    dd = load_splits(cfg.data, 42)
+    n = len(plain["train"])
+    assert len(dd["train"]) == n + round(0.5 * n)
+    assert sum(q.startswith("general") for q in dd["train"]["question"]) == round(0.5 * n)
+    assert dd["eval"]["question"] == plain["eval"]["question"]  # eval stays the task's
+    assert dd["train"].column_names == plain["train"].column_names
+    bad = load_config(cfg, {"data.mix": [{"source": str(other), "ratio": 1.0}]})
+    with pytest.raises(TunesmithError, match=r"data.mix\[0\]: .* lacks the task's columns"):
+        load_splits(bad.data, 42)

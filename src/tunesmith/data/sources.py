@@ -136,7 +136,47 @@ def load_splits(data_cfg, seed: int) -> datasets.DatasetDict:
         train, evalset = held_out(train, data_cfg.eval_size, seed, data_cfg.group_column)
     if data_cfg.train_size is not None and data_cfg.train_size < len(train):
         train = train.shuffle(seed=seed).select(range(data_cfg.train_size))
+    if data_cfg.mix:
+        train = mix_in(train, data_cfg.mix, seed, used_columns(data_cfg, train.column_names))
     return datasets.DatasetDict({"train": train, "eval": evalset})
+
+
+def used_columns(data_cfg, columns: list[str]) -> list[str]:
+    """The task's columns that the config reads (text, label, prompt, response, template fields)."""
+    from tunesmith.data.templates import fields
+
+    named = {data_cfg.text_column, data_cfg.text_pair_column, data_cfg.label_column, data_cfg.prompt_column,
+             data_cfg.response_column, "messages", *(fields(data_cfg.template) if data_cfg.template else [])}
+    return [c for c in columns if c in named]
+
+
+def mix_in(train: datasets.Dataset, mix: list, seed: int, needed: list[str]) -> datasets.Dataset:
+    """Add ratio x len(train) seeded examples of each mix source (columns renamed to the task's), then shuffle.
+    A mix source must have the columns the task reads; the task's other columns are left empty for its rows."""
+    parts, problems = [train], []
+    for i, m in enumerate(mix):
+        dd = load_source(m.source, m.subset)
+        if m.split not in dd:
+            problems.append(f"data.mix[{i}].split: {m.split!r} is not a split of {m.source!r}; it has {list(dd)}")
+            continue
+        ds = dd[m.split].rename_columns({k: v for k, v in m.columns.items() if k in dd[m.split].column_names})
+        missing = [c for c in needed if c not in ds.column_names]
+        if missing:
+            problems.append(f"data.mix[{i}]: {m.source!r} lacks the task's columns {missing} (it has {ds.column_names}); "
+                            f"map them with data.mix[{i}].columns, e.g. {{{ds.column_names[0]}: {missing[0]}}}")
+            continue
+        want = int(round(m.ratio * len(train)))
+        if want > len(ds):
+            log.warning("data.mix[%d]: %s has %d examples, fewer than the %d asked for; using all", i, m.source, len(ds), want)
+        ds = ds.shuffle(seed=seed).select(range(min(want, len(ds)))).select_columns(needed)
+        for column in train.column_names:
+            if column not in needed:
+                ds = ds.add_column(column, [None] * len(ds))
+        parts.append(ds.select_columns(train.column_names).cast(train.features))
+        log.info("Mixing %d examples of %s into %d task examples", len(ds), m.source, len(train))
+    if problems:
+        raise TunesmithError(problems)
+    return datasets.concatenate_datasets(parts).shuffle(seed=seed)
 
 
 def fingerprint(ds: datasets.Dataset) -> str:
