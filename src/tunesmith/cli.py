@@ -59,7 +59,7 @@ def print_side_by_side(results: dict, title: str = "base vs tuned") -> None:
         table.add_column(col, justify="left" if col == "metric" else "right")
     for name, b in base.items():
         t = tuned.get(name)
-        if isinstance(b, (int, float)) and isinstance(t, (int, float)) and name != "eval_tokens":
+        if isinstance(b, (int, float)) and isinstance(t, (int, float)) and name not in ("eval_tokens", "generated_examples"):
             table.add_row(name, _fmt(b), _fmt(t), f"{t - b:+.4f}")
     console.print(table)
 
@@ -256,6 +256,86 @@ def data_preview(
         else:
             console.print(f"{ex['loss_tokens']} of {ex['length']} tokens carry loss (green)")
     _print_stats(info["stats"])
+
+
+@app.command()
+def compare(
+    config: Path = typer.Argument(..., help="YAML config of the task; its compare: section lists variants unless --methods."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides for every variant, e.g. train.num_train_epochs=1"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods, e.g. full,head,lora (each with its defaults)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Comparison folder (default runs/compare-<config stem>)."),
+    rerun: bool = typer.Option(False, "--rerun", help="Train finished variants again instead of skipping them."),
+):
+    """Run the same task under several methods (same data, seed, budget); write compare.json and compare.html."""
+    _setup_logging()
+    from rich.progress import Progress
+
+    from tunesmith.compare import compare as run_compare
+
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("compare", total=None)
+
+        def progress(i, total, name):
+            bar.update(task, total=total, completed=i, description=f"training {name} ({i + 1}/{total})")
+
+        summary = _run(run_compare, config, names, out=out, rerun=rerun, overrides=list(overrides or []), progress=progress)
+    metric = summary["metric"]
+    table = Table(title=f"comparison on {metric}")
+    for col in ("run", f"{metric} base", f"{metric} tuned", "trainable", "train s", "tokens/s", "peak MB", "forgetting"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for r in summary["rows"]:
+        if r["status"] != "ok":
+            table.add_row(r["name"], f"[red]failed: {r['error']}[/]", *[""] * 6)
+            continue
+        forget = r["forgetting_mean"]
+        table.add_row(r["name"], _fmt(r["base"].get(metric)), _fmt(r["tuned"].get(metric)), f"{r['trainable_params']:,}",
+                      f"{r['train_seconds']:.0f}", f"{r['tokens_per_second']:.0f}", f"{r['peak_memory_mb']:,.0f}",
+                      "–" if forget is None else f"{forget:+.4f}")
+    console.print(table)
+    folder = out or Path("runs") / f"compare-{config.stem}"
+    console.print(f"comparison folder: [bold]{folder}[/] (compare.html, compare.json)")
+
+
+@app.command()
+def bench(
+    model_or_run: str = typer.Argument(..., help="A run folder (scores base and tuned), or a model: catalog name, local folder or hub id."),
+    tasks: str = typer.Option(..., "--tasks", help="Comma-separated: boolq, openbookqa, commonsenseqa, mmlu, or files/datasets with question, choices, answer."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Questions per task: the first N after a seeded shuffle (the same for every model)."),
+    shots: int = typer.Option(0, "--shots", min=0, help="Solved examples of the same task before each question (k-shot)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="(context, choice) pairs per forward pass."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON file (default RUN_DIR/bench.json for a run, else bench-<model>.json here)."),
+):
+    """Multiple-choice benchmarks scored by log-likelihood (acc, acc_norm) for a model, or a run's base and tuned model."""
+    _setup_logging()
+    import time
+
+    from tunesmith import api
+
+    task_names = [t.strip() for t in tasks.split(",") if t.strip()]
+    start = time.time()
+    results = _run(api.bench, model_or_run, task_names, limit=limit, shots=shots, batch_size=batch_size)
+    seconds = time.time() - start
+    sides = list(results)
+    table = Table(title=f"{model_or_run}: {shots}-shot multiple choice, scored by log-likelihood")
+    table.add_column("task")
+    table.add_column("n", justify="right")
+    for side in sides:
+        for metric in ("acc", "acc_norm"):
+            table.add_column(metric if side == "model" else f"{side} {metric}", justify="right")
+    if sides == ["base", "tuned"]:
+        table.add_column("change (acc_norm)", justify="right")
+    for task, first in results[sides[0]].items():
+        cells = [_fmt(results[side][task][m]) for side in sides for m in ("acc", "acc_norm")]
+        if sides == ["base", "tuned"]:
+            cells.append(f"{results['tuned'][task]['acc_norm'] - first['acc_norm']:+.4f}")
+        table.add_row(task, str(first["n"]), *cells)
+    console.print(table)
+    if out is None:
+        out = Path(model_or_run) / "bench.json" if "tuned" in results else Path(f"bench-{Path(model_or_run.rstrip('/')).name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"wrote [bold]{out}[/] ({seconds:.1f} s)")
 
 
 @app.command()

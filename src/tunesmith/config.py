@@ -113,11 +113,40 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(48, gt=0, description="Generation length for probes and samples.")
     num_samples: int = Field(4, ge=0, description="Held-out examples whose generations are shown.")
     max_examples: int | None = Field(None, description="Cap on eval examples (seeded), None for all.")
+    generation_metrics: list[Literal["rouge", "bleu", "chrf", "exact_match"]] = Field(
+        default_factory=list,
+        description="causal_lm / sft: generate for held-out examples and score against the references: "
+        "'rouge' (rouge1, rouge2, rougeL F-measure, 0-1), 'bleu' and 'chrf' (sacrebleu, 0-100), 'exact_match' (0-1).",
+    )
+    max_generate: int | None = Field(
+        100, gt=0, description="How many held-out examples (the first N of the seeded eval set) are generated "
+        "for generation_metrics, greedy, eval.max_new_tokens each; None for all.",
+    )
+    forgetting: list[str] = Field(
+        default_factory=list,
+        description="causal_lm / sft: multiple-choice benchmarks scored by log-likelihood on the base model before "
+        "tuning and the tuned model after (what tuning cost elsewhere): boolq, openbookqa, commonsenseqa, mmlu, or a "
+        "file/dataset with question, choices, answer (or MMLU-style question, A, B, C, D, answer).",
+    )
+    forgetting_limit: int | None = Field(
+        200, gt=0, description="Questions per forgetting benchmark (the same seeded sample for base and tuned); None for all."
+    )
+    forgetting_shots: int = Field(0, ge=0, description="Solved examples of the same task before each forgetting question (k-shot).")
 
 
 class ReportConfig(Section):
     html: bool = True
     plots: bool = True
+
+
+class CompareVariant(Section):
+    """One entry of `compare:`: a method variant run on the same data, seed and budget as the others."""
+
+    name: str = Field(description="Label, and the run folder's name under the comparison folder.")
+    method: dict[str, Any] = Field(description="A method block, e.g. {name: lora, r: 16}.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Dotted keys for this variant only, e.g. {train.learning_rate: 1.0e-3}."
+    )
 
 
 def _tagged_union(registry: dict) -> Any:
@@ -133,6 +162,9 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    compare: list[CompareVariant] = Field(
+        default_factory=list, description="Method variants that `tunesmith compare` runs side by side."
+    )
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
@@ -231,6 +263,12 @@ def cross_checks(cfg: RunConfig) -> list[str]:
     if reason:
         problems.append(f"method.name: {cfg.method.name!r} does not apply to objective {cfg.objective.name!r}: {reason}")
     problems += method.check(cfg)
+    if cfg.eval.generation_metrics and objective.model_kind != "causal_lm":
+        problems.append(f"eval.generation_metrics: scores generated text; objective {cfg.objective.name!r} generates none. "
+                        "Remove eval.generation_metrics (classification reports accuracy, precision, recall, F1)")
+    if cfg.eval.forgetting and objective.model_kind != "causal_lm":
+        problems.append(f"eval.forgetting: benchmarks score a causal LM's log-likelihood; objective {cfg.objective.name!r} "
+                        "trains a classifier. Remove eval.forgetting, or use objective causal_lm or sft")
     t = cfg.train
     if t.load_best_model_at_end and t.eval_strategy == "no":
         problems.append("train.load_best_model_at_end: needs evaluation during training; set train.eval_strategy to 'epoch' or 'steps'")

@@ -35,3 +35,16 @@ def test_style_causal_lm_lowers_perplexity(tmp_path):
                                "eval.max_examples=8", "eval.num_samples=1", "eval.max_new_tokens=8", "eval.probes=[]"])
     res = run.results
     assert res["tuned"]["perplexity"] < res["base"]["perplexity"]
+
+
+def test_summarize_sft_reports_generation_metrics(tmp_path):
+    run = api.train("configs/summarize-sft.yaml", out=tmp_path / "run",
+                    overrides=["train.max_steps=4", "eval.max_examples=8", "eval.max_generate=4",
+                               "eval.num_samples=1", "eval.max_new_tokens=24"])
+    res = run.results
+    for side in ("base", "tuned"):
+        assert res[side]["generated_examples"] == 4
+        for key in ("rouge1", "rouge2", "rougeL"):
+            assert 0.0 <= res[side][key] <= 1.0, (side, key)
+        assert 0.0 <= res[side]["bleu"] <= 100.0 and 0.0 <= res[side]["chrf"] <= 100.0
+        assert res[side]["rouge1"] > 0  # a real summary of a real article shares words with the reference

@@ -1,6 +1,7 @@
 """Every CLI command runs, on a tiny model and real data."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,7 +12,7 @@ from tunesmith.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["predict"], ["generate"], ["validate"], ["data", "preview"], ["assets"], ["export"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["predict"], ["generate"], ["validate"], ["data", "preview"], ["assets"], ["export"], ["bench"]])
 def test_help(command):
     assert runner.invoke(app, command + ["--help"]).exit_code == 0
 
@@ -68,3 +69,14 @@ def test_predict_with_several_adapters_and_export(tiny_bert, sentiment_file, mak
     assert result.exit_code == 0, result.output
     assert (tmp_path / "merged" / "config.json").exists()
     assert runner.invoke(app, ["export", str(a.dir), "--out", str(tmp_path / "merged"), "--merge"]).exit_code == 2
+
+
+def test_bench_command_on_a_model(tiny_llama, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["bench", tiny_llama, "--tasks", "openbookqa,boolq", "--limit", "3", "--shots", "1"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / f"bench-{Path(tiny_llama).name}.json").read_text())
+    assert set(scores) == {"model"} and set(scores["model"]) == {"openbookqa", "boolq"}
+    assert scores["model"]["boolq"]["n"] == 3 and {"acc", "acc_norm"} <= set(scores["model"]["boolq"])
+    result = runner.invoke(app, ["bench", tiny_llama, "--tasks", "no-such-file.jsonl"])
+    assert result.exit_code == 2 and "no-such-file.jsonl" in result.output

@@ -84,3 +84,13 @@ def test_cli_prints_error_without_traceback_and_exits_2(tmp_path):
 def test_missing_config_file():
     with pytest.raises(TunesmithError, match="does not exist"):
         load_config("nope/missing.yaml")
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "compare:" in p.read_text()], ids=lambda p: p.name)
+def test_every_compare_variant_validates(path):
+    from tunesmith.compare import variants
+    from tunesmith.config import read_yaml
+
+    raw = read_yaml(path)
+    for v in variants(raw, load_config(raw), None):
+        assert load_config(v["raw"]).method.name == v["raw"]["method"]["name"], v["name"]

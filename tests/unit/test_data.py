@@ -93,3 +93,14 @@ def test_mix_adds_renamed_sources_to_training_only(qa_file, tmp_path):
     bad = load_config(cfg, {"data.mix": [{"source": str(other), "ratio": 1.0}]})
     with pytest.raises(TunesmithError, match=r"data.mix\[0\]: .* lacks the task's columns"):
         load_splits(bad.data, 42)
+
+
+def test_fingerprint_is_of_the_split_not_the_source(sentiment_file):
+    from tunesmith.config import load_config
+    from tunesmith.data.sources import fingerprint
+
+    cfg = load_config({"model": {"name": "x"}, "method": {"name": "lora"}, "objective": {"name": "classify"},
+                       "data": {"source": sentiment_file, "eval_size": 16}})
+    dd = load_splits(cfg.data, 42)
+    assert fingerprint(dd["train"]) != fingerprint(dd["eval"])
+    assert fingerprint(dd["eval"]) == fingerprint(load_splits(cfg.data, 42)["eval"])

@@ -117,3 +117,13 @@ def test_run_folder_is_never_clobbered(tiny_bert, sentiment_file, make_config, t
     with pytest.raises(TunesmithError, match="not a tunesmith run folder"):
         api.train(make_config(tiny_bert, sentiment_file, "classify"), out=mine, overwrite=True)
     assert (mine / "notes.txt").read_text() == "precious"
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tiny_llama, qa_file, make_config, tmp_path):
+    """train.bf16 on a CPU machine: the Trainer needs use_cpu=True, which tunesmith sets without a GPU."""
+    from tunesmith.report.runlog import read_metrics
+
+    run = api.train(make_config(tiny_llama, qa_file, "sft", train={"bf16": True}), out=tmp_path / "run")
+    losses = [r["loss"] for r in read_metrics(run.dir) if "loss" in r]
+    assert losses and all(loss == loss and loss < 50 for loss in losses)  # finite
+    assert run.results["tuned"]["eval_loss"] < run.results["base"]["eval_loss"]

@@ -182,6 +182,6 @@ def mix_in(train: datasets.Dataset, mix: list, seed: int, needed: list[str]) -> 
 def fingerprint(ds: datasets.Dataset) -> str:
     """A content hash of a split (same rows in the same order -> same hash)."""
     h = hashlib.sha256()
-    for batch in ds.data.table.to_batches(max_chunksize=4096):
-        h.update(json.dumps(batch.to_pylist(), sort_keys=True, default=str).encode())
+    for batch in ds.with_format(None).iter(batch_size=4096):  # the split's rows (not the table under a selection)
+        h.update(json.dumps(batch, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]

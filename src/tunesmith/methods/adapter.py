@@ -199,4 +199,4 @@ def load(model, folder):
 
 
 METHOD = Method(name="adapter", config_cls=AdapterConfig, apply=apply, saves="adapter", save=save, load=load,
-                summary="bottleneck adapters after attention/FFN (Houlsby)")
+                summary="bottleneck adapters after attention/FFN (Houlsby)", learning_rate=1e-3)

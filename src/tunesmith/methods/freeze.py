@@ -72,4 +72,4 @@ def apply(model, cfg: FreezeConfig):
 
 
 METHOD = Method(name="freeze", config_cls=FreezeConfig, apply=apply, saves="model",
-                summary="top-k blocks and/or named parameters (layer norms, biases)")
+                summary="top-k blocks and/or named parameters (layer norms, biases)", learning_rate=1e-4)

@@ -20,4 +20,4 @@ def apply(model, cfg: FullConfig):
     return model
 
 
-METHOD = Method(name="full", config_cls=FullConfig, apply=apply, saves="model", summary="all parameters")
+METHOD = Method(name="full", config_cls=FullConfig, apply=apply, saves="model", summary="all parameters", learning_rate=5e-5)

@@ -49,6 +49,7 @@ METHOD = Method(
     apply=apply,
     saves="model",
     summary="frozen backbone, new head",
+    learning_rate=1e-3,
     unsupported={
         "causal_lm": "a causal LM has no new head: its output layer is pretrained (often tied to the embeddings); use lora or full",
         "sft": "a causal LM has no new head: its output layer is pretrained (often tied to the embeddings); use lora or full",

@@ -41,4 +41,4 @@ def apply(model, cfg: IA3Config):
 
 
 METHOD = Method(name="ia3", config_cls=IA3Config, apply=apply, saves="adapter", mergeable=True,
-                summary="learned rescaling of keys, values and FFN (PEFT IA3)")
+                summary="learned rescaling of keys, values and FFN (PEFT IA3)", learning_rate=5e-3)

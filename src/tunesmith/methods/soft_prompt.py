@@ -67,6 +67,6 @@ def apply_prefix(model, cfg: PrefixConfig):
 
 
 PROMPT = Method(name="prompt", config_cls=PromptConfig, apply=apply_prompt, saves="adapter",
-                summary="soft prompt: trainable virtual tokens (PEFT prompt tuning)")
+                summary="soft prompt: trainable virtual tokens (PEFT prompt tuning)", learning_rate=1e-2)
 PREFIX = Method(name="prefix", config_cls=PrefixConfig, apply=apply_prefix, saves="adapter",
-                summary="trainable key/value prefixes in every layer (PEFT prefix tuning)")
+                summary="trainable key/value prefixes in every layer (PEFT prefix tuning)", learning_rate=1e-2)

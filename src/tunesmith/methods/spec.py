@@ -36,3 +36,4 @@ class Method:
     save: Callable[[Any, Any], None] | None = None  # (model, folder); default model.save_pretrained(folder)
     load: Callable[[Any, Any], Any] | None = None  # (base model, folder) -> tuned model
     mergeable: bool = False  # `tunesmith export --merge` can fold it into the base weights
+    learning_rate: float = 2e-4  # a usual rate for the method; `compare` uses it for a method the config does not tune

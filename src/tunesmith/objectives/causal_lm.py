@@ -30,14 +30,23 @@ def tokenize(ds, tokenizer, cfg, task):
     return tokenize_causal_lm(ds, tokenizer, cfg.data)
 
 
-def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
+def continuations(rows, tokenizer, cfg) -> tuple[list[list[int]], list[str]]:
+    """Each text's first objective.sample_prompt_tokens tokens, and the eval.max_new_tokens that follow them."""
     n = cfg.objective.sample_prompt_tokens
     prompts, refs = [], []
-    for row in raw.select(range(min(cfg.eval.num_samples, len(raw)))):
+    for row in rows:
         ids = tokenizer(text_of(row, cfg.data))["input_ids"]
         prompts.append(ids[:n])
         refs.append(tokenizer.decode(ids[n : n + cfg.eval.max_new_tokens], skip_special_tokens=True))
-    return lm.evaluate(model, tokenizer, features, cfg, prompts, refs)
+    return prompts, refs
+
+
+def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
+    prompts, refs = continuations(raw.select(range(min(cfg.eval.num_samples, len(raw)))), tokenizer, cfg)
+    gen_prompts, gen_refs = continuations(lm.generation_rows(raw, cfg), tokenizer, cfg)
+    kept = [i for i, r in enumerate(gen_refs) if r.strip()]  # a text too short to continue has nothing to score
+    return lm.evaluate(model, tokenizer, features, cfg, prompts, refs,
+                       [gen_prompts[i] for i in kept], [gen_refs[i] for i in kept])
 
 
 def probe(model, tokenizer, texts, cfg, task) -> list[str]:

@@ -42,13 +42,23 @@ def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
     rows = raw.select(range(min(cfg.eval.num_samples, len(raw))))
     prompts = [sft_prompt_ids(tokenizer, cfg.data, row) for row in rows]
     refs = [reference(row, cfg) for row in rows]
-    return lm.evaluate(model, tokenizer, features, cfg, prompts, refs)
+    gen = lm.generation_rows(raw, cfg)
+    gen_prompts = lm.fit_prompts([sft_prompt_ids(tokenizer, cfg.data, row) for row in gen], cfg)
+    return lm.evaluate(model, tokenizer, features, cfg, prompts, refs, gen_prompts, [references(row, cfg) for row in gen])
 
 
 def reference(row, cfg) -> str:
     if "messages" in row and row.get("messages"):
         return row["messages"][-1]["content"]
     return prompt_and_response(row, cfg.data)[1]
+
+
+def references(row, cfg) -> str | list[str]:
+    """What generation metrics score against: the reference, or every answer of a list-valued response column."""
+    value = row.get(cfg.data.response_column)
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    return reference(row, cfg)
 
 
 def probe(model, tokenizer, texts, cfg, task) -> list[str]:

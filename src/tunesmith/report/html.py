@@ -37,6 +37,13 @@ img { max-width: 100%; border: 1px solid #eee; } pre { white-space: pre-wrap; ma
 <tr><td>peak memory</td><td>{{ manifest.peak_memory }}</td></tr>
 </table>
 
+{% if forgetting %}<h2>What it cost: forgetting</h2>
+<p>Multiple-choice benchmarks scored by log-likelihood before and after tuning: normalized accuracy (acc_norm)
+on the same seeded questions.</p>
+<table><tr><th>task</th><th>questions</th><th>base</th><th>tuned</th><th>change</th></tr>
+{% for row in forgetting %}<tr><td>{{ row.task }}</td><td>{{ row.n }}</td><td>{{ row.base }}</td><td>{{ row.tuned }}</td>
+<td class="{{ row.cls }}">{{ row.change }}</td></tr>{% endfor %}</table>{% endif %}
+
 {% if images %}<h2>Training</h2><div class="plots">
 {% for title, data in images %}<figure><img alt="{{ title }}" src="data:image/png;base64,{{ data }}"><figcaption>{{ title }}</figcaption></figure>{% endfor %}
 </div>{% endif %}
@@ -58,6 +65,7 @@ img { max-width: 100%; border: 1px solid #eee; } pre { white-space: pre-wrap; ma
 """
 
 LOWER_IS_BETTER = {"eval_loss", "perplexity", "loss"}
+COUNTS = {"eval_tokens", "generated_examples"}  # sizes of what was measured, not metrics: no row
 
 
 def _fmt(v) -> str:
@@ -68,13 +76,18 @@ def metric_rows(base: dict, tuned: dict) -> list[dict]:
     rows = []
     for name, b in base.items():
         t = tuned.get(name)
-        if not isinstance(b, (int, float)) or not isinstance(t, (int, float)) or name == "eval_tokens":
+        if not isinstance(b, (int, float)) or not isinstance(t, (int, float)) or name in COUNTS:
             continue
         delta = t - b
         good = (delta < 0) if name in LOWER_IS_BETTER else (delta > 0)
         rows.append({"name": name, "base": _fmt(b), "tuned": _fmt(t), "delta": f"{delta:+.4f}",
                      "cls": "better" if good else ("worse" if delta else "")})
     return rows
+
+
+def forgetting_rows(forgetting: dict) -> list[dict]:
+    return [{"task": task, "n": f["n"], "base": _fmt(f["base"]), "tuned": _fmt(f["tuned"]), "change": f"{f['change']:+.4f}",
+             "cls": "better" if f["change"] > 0 else ("worse" if f["change"] < 0 else "")} for task, f in forgetting.items()]
 
 
 def write_report(run_dir: Path) -> Path:
@@ -100,6 +113,7 @@ def write_report(run_dir: Path) -> Path:
     html = Environment(autoescape=True).from_string(TEMPLATE).render(
         name=run_dir.name, manifest={**manifest, "peak_memory": ", ".join(f"{k} {v}" for k, v in mem.items())},
         metric_rows=metric_rows(ev["base"], ev["tuned"]), images=images, probes=probes, samples=samples,
+        forgetting=forgetting_rows(ev.get("forgetting") or {}),
         config=(run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else "",
     )
     out = run_dir / "report.html"

@@ -63,3 +63,79 @@ def confusion(matrix: list[list[int]], labels: list[str], title: str, path: Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:
+    """The points no other point beats on both cost (x, lower is better) and metric (y)."""
+    front, best = [], None
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1] if higher_is_better else p[1])):
+        if best is None or (y > best if higher_is_better else y < best):
+            front.append((x, y))
+            best = y
+    return front
+
+
+def tradeoff(rows: list[dict], cost: str, cost_label: str, metric: str, higher_is_better: bool, path: Path,
+             log_x: bool = False) -> Path | None:
+    """The task metric against a cost (trainable parameters, seconds, memory), one labelled point per run, with
+    the Pareto front."""
+    points = [(r[cost], r["tuned"][metric], r["name"]) for r in rows if r.get(cost) and metric in r.get("tuned", {})]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([p[0] for p in points], [p[1] for p in points], color="#1f77b4", zorder=3)
+    for x, y, name in points:
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front = pareto_front([(p[0], p[1]) for p in points], higher_is_better)
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#d62728", alpha=0.7)
+    ax.scatter([p[0] for p in front], [p[1] for p in front], s=120, facecolors="none", edgecolors="#d62728",
+               label="Pareto front", zorder=4)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(cost_label)
+    ax.set_ylabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def overlaid_losses(curves: dict[str, list[tuple[float, float]]], path: Path) -> Path | None:
+    """Training loss of several runs against epoch, on one plot."""
+    curves = {name: points for name, points in curves.items() if points}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in curves.items():
+        ax.plot(*zip(*points), label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def forgetting_bars(rows: list[dict], path: Path) -> Path | None:
+    """Change of each general benchmark's score after tuning, grouped by run (below zero: forgotten)."""
+    rows = [r for r in rows if r.get("forgetting")]
+    if not rows:
+        return None
+    tasks = sorted({t for r in rows for t in r["forgetting"]})
+    width = 0.8 / len(tasks)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for j, task in enumerate(tasks):
+        ax.bar([i + j * width for i in range(len(rows))], [r["forgetting"].get(task, 0) for r in rows], width, label=task)
+    ax.set_xticks([i + width * (len(tasks) - 1) / 2 for i in range(len(rows))], [r["name"] for r in rows], rotation=30, ha="right")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("tuned - base (normalized accuracy)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,138 @@
+"""The comparison lab: the same task under several methods (same data, seed and budget), side by side.
+
+Each variant is an ordinary run (its own process, so peak memory is its own; a crash stays its own) under
+<out>/runs/<name>; compare.json and compare.html are made from the run folders' files. A finished run is
+skipped when the comparison is run again, unless `rerun`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tunesmith.config import RunConfig, apply_overrides, load_config, read_yaml
+from tunesmith.errors import TunesmithError
+from tunesmith.methods.registry import METHODS
+from tunesmith.report.runlog import read_json, write_json
+
+log = logging.getLogger("tunesmith")
+
+# The task metric shown first: the first of these that the runs report; and which way is better.
+PRIMARY = ("accuracy", "rougeL", "eval_loss")
+LOWER_IS_BETTER = {"eval_loss", "perplexity"}
+
+
+def variants(raw: dict, cfg: RunConfig, methods: list[str] | None) -> list[dict]:
+    """[{name, raw config}] from --methods (method defaults; the config's own block for its own method)
+    or from the config's compare: section."""
+    base = {k: v for k, v in copy.deepcopy(raw).items() if k != "compare"}
+    if methods:
+        entries = [{"name": m, "method": dict(raw["method"]) if m == cfg.method.name else {"name": m}, "overrides": {}}
+                   for m in methods]
+    elif cfg.compare:
+        entries = [v.model_dump() for v in cfg.compare]
+    else:
+        raise TunesmithError("compare: give --methods full,lora,... or a compare: section listing method variants in the config")
+    names = [e["name"] for e in entries]
+    if len(set(names)) < len(names):
+        raise TunesmithError(f"compare: variant names must differ (they name the run folders); found {names}")
+    out = []
+    for e in entries:
+        v = copy.deepcopy(base)
+        v["method"] = e["method"]
+        overrides = dict(e["overrides"])
+        name = e["method"].get("name")
+        if name != cfg.method.name and "train.learning_rate" not in overrides and name in METHODS:
+            overrides["train.learning_rate"] = METHODS[name].learning_rate
+            log.info("compare: %s uses learning rate %g, the method's usual rate (the config's %g is for %s)",
+                     e["name"], METHODS[name].learning_rate, cfg.train.learning_rate, cfg.method.name)
+        out.append({"name": e["name"], "raw": apply_overrides(v, overrides)})
+    return out
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / "eval.json").exists() and (run_dir / "manifest.json").exists()
+
+
+def _train_in_subprocess(config_path: Path, run_dir: Path, log_path: Path) -> str | None:
+    """Run `tunesmith train` in its own process; None on success, else the error it printed."""
+    cmd = [sys.executable, "-m", "tunesmith.cli", "train", str(config_path), "--out", str(run_dir), "--overwrite"]
+    with log_path.open("w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode == 0:
+        return None
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:") or "Error" in line]
+    return (errors[-1] if errors else (lines[-1] if lines else f"exit status {proc.returncode}")).strip()
+
+
+def compare(config, methods: list[str] | None = None, *, out: str | Path | None = None, rerun: bool = False,
+            overrides: list[str] | dict | None = None, progress=None) -> dict:
+    """Run every variant (or skip it if finished), then write compare.json and compare.html. Returns the rows."""
+    raw = read_yaml(config) if isinstance(config, (str, Path)) else copy.deepcopy(config)
+    raw = apply_overrides(raw, overrides)
+    cfg = load_config(raw)
+    out = Path(out) if out else Path("runs") / f"compare-{Path(config).stem if isinstance(config, (str, Path)) else 'run'}"
+    for sub in ("configs", "runs", "logs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    results = {}
+    todo = variants(raw, cfg, methods)
+    for i, v in enumerate(todo):
+        name, run_dir = v["name"], out / "runs" / v["name"]
+        if progress:
+            progress(i, len(todo), name)
+        try:
+            load_config(v["raw"])
+        except TunesmithError as err:  # an invalid variant fails alone; the others still run
+            results[name] = {"error": str(err)}
+            log.warning("compare: %s is not a valid config: %s", name, err)
+            continue
+        config_path = out / "configs" / f"{name}.yaml"
+        config_path.write_text(yaml.safe_dump(v["raw"], sort_keys=False, allow_unicode=True))
+        if _finished(run_dir) and not rerun:
+            log.info("compare: %s finished before; skipping it (rerun to train again)", name)
+            results[name] = {}
+            continue
+        start = time.time()
+        error = _train_in_subprocess(config_path, run_dir, out / "logs" / f"{name}.log")
+        results[name] = {"error": error} if error else {}
+        log.info("compare: %s %s in %.0f s", name, "failed" if error else "done", time.time() - start)
+    rows = [row(name, out / "runs" / name, results[name].get("error")) for name in results]
+    summary = {"config": str(config) if isinstance(config, (str, Path)) else None, "metric": primary_metric(rows),
+               "rows": rows, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json(out / "compare.json", summary)
+    from tunesmith.report.compare_html import write_compare_report
+
+    write_compare_report(out)
+    return summary
+
+
+def primary_metric(rows: list[dict]) -> str | None:
+    present = {k for r in rows for k in r.get("tuned", {})}
+    return next((m for m in PRIMARY if m in present), None)
+
+
+def row(name: str, run_dir: Path, error: str | None) -> dict:
+    """One table row from a run folder (or the error that stopped it)."""
+    if error or not _finished(run_dir):
+        return {"name": name, "status": "failed", "error": error or "no results (the run did not finish)"}
+    m, e = read_json(run_dir / "manifest.json"), read_json(run_dir / "eval.json")
+    scalars = lambda d: {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}  # noqa: E731
+    forgetting = {task: f["change"] for task, f in (e.get("forgetting") or {}).items()}
+    memory = m.get("peak_memory", {})
+    return {
+        "name": name, "status": "ok", "method": m["method"], "run_dir": str(run_dir),
+        "base": scalars(e["base"]), "tuned": scalars(e["tuned"]),
+        "trainable_params": m["trainable_params"], "total_params": m["total_params"],
+        "trainable_percent": m["trainable_percent"], "train_seconds": m["train_seconds"],
+        "tokens_per_second": m["tokens_per_second"],
+        "peak_memory_mb": memory.get("peak_cuda_mb") or memory.get("peak_rss_mb"),
+        "forgetting": forgetting,
+        "forgetting_mean": sum(forgetting.values()) / len(forgetting) if forgetting else None,
+    }
