@@ -10,6 +10,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def loss_curves(records: list[dict], path: Path) -> Path | None:
     """Training loss and eval loss against step."""
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
@@ -25,10 +32,7 @@ def loss_curves(records: list[dict], path: Path) -> Path | None:
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def eval_metric_curve(records: list[dict], metric: str, path: Path) -> Path | None:
@@ -41,10 +45,7 @@ def eval_metric_curve(records: list[dict], metric: str, path: Path) -> Path | No
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"eval {metric}")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def confusion(matrix: list[list[int]], labels: list[str], title: str, path: Path) -> Path:
@@ -59,10 +60,7 @@ def confusion(matrix: list[list[int]], labels: list[str], title: str, path: Path
     for i, row in enumerate(matrix):
         for j, v in enumerate(row):
             ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:
@@ -96,10 +94,7 @@ def tradeoff(rows: list[dict], cost: str, cost_label: str, metric: str, higher_i
     ax.set_ylabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def overlaid_losses(curves: dict[str, list[tuple[float, float]]], path: Path) -> Path | None:
@@ -114,10 +109,7 @@ def overlaid_losses(curves: dict[str, list[tuple[float, float]]], path: Path) ->
     ax.set_ylabel("train loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def forgetting_bars(rows: list[dict], path: Path) -> Path | None:
@@ -135,7 +127,4 @@ def forgetting_bars(rows: list[dict], path: Path) -> Path | None:
     ax.set_ylabel("tuned - base (normalized accuracy)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
