@@ -127,3 +127,16 @@ def test_bf16_mixed_precision_trains_on_cpu(tiny_llama, qa_file, make_config, tm
     losses = [r["loss"] for r in read_metrics(run.dir) if "loss" in r]
     assert losses and all(loss == loss and loss < 50 for loss in losses)  # finite
     assert run.results["tuned"]["eval_loss"] < run.results["base"]["eval_loss"]
+
+
+def test_prefix_on_an_encoder_without_past_key_values_says_why(tiny_bert, sentiment_file, make_config, monkeypatch):
+    """transformers 5.24 renamed BERT's past_key_values to cache; PEFT's prefix tuning then fails mid-training.
+    tunesmith stops before training with the reason and the fix (simulated here on any version)."""
+    from transformers import BertForSequenceClassification, BertModel
+
+    for cls in (BertModel, BertForSequenceClassification):
+        original = cls.forward
+        monkeypatch.setattr(cls, "forward", lambda self, input_ids=None, attention_mask=None, _f=original, **kw:
+                            _f(self, input_ids=input_ids, attention_mask=attention_mask, **kw))
+    with pytest.raises(TunesmithError, match=r"prefix tuning needs a model whose forward takes past_key_values.*transformers<5.24"):
+        applied(make_config, tiny_bert, sentiment_file, "classify", {"name": "prefix", "num_virtual_tokens": 4})

@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tunesmith.methods.peft_common import modules_to_save, task_type, wrap
+from tunesmith.errors import TunesmithError
+from tunesmith.methods.peft_common import is_classifier, modules_to_save, task_type, wrap
 from tunesmith.methods.spec import Method
 from tunesmith.schema import Section
 
@@ -56,9 +58,23 @@ def apply_prompt(model, cfg: PromptConfig):
     return wrap(model, config)
 
 
+def _takes_past_key_values(model) -> bool:
+    """PEFT feeds the prefixes in as `past_key_values`; an encoder whose forward lost that argument
+    (BERT in transformers 5.24 calls it `cache`) would fail at the first batch, so say so now."""
+    backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    return any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, backbone))
+
+
 def apply_prefix(model, cfg: PrefixConfig):
     import peft
+    import transformers
 
+    if is_classifier(model) and not _takes_past_key_values(model):
+        raise TunesmithError(
+            f"method: prefix tuning needs a model whose forward takes past_key_values, and {type(model).__name__} "
+            f"under transformers {transformers.__version__} does not (PEFT {peft.__version__} passes the prefixes "
+            f"that way); use method.name: prompt or lora, or install transformers<5.24 as pyproject.toml pins"
+        )
     config = peft.PrefixTuningConfig(task_type=task_type(model), num_virtual_tokens=cfg.num_virtual_tokens,
                                      prefix_projection=cfg.prefix_projection,
                                      modules_to_save=modules_to_save(model, cfg.modules_to_save),
