@@ -58,6 +58,7 @@ def test_report_html_renders_with_its_plots(tiny_bert, sentiment_file, make_conf
     assert check["errors"] == [] and check["bad"] == []
     assert check["images"] >= 3  # loss curve and the two confusion matrices
     assert_not_blank(shot)
+    assert re.search(r"peak memory</td><td>[\d,]+ MB process RSS", (run.dir / "report.html").read_text())
 
 
 def test_compare_html_renders_with_its_plots(tiny_bert, sentiment_file, make_config, tmp_path):

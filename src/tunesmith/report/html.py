@@ -10,6 +10,8 @@ from jinja2 import Environment
 from tunesmith.report import plots
 from tunesmith.report.runlog import read_json, read_metrics
 
+MEMORY_NAMES = {"peak_rss_mb": "process RSS", "peak_cuda_mb": "CUDA allocated"}
+
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tunesmith run: {{ name }}</title>
 <style>
@@ -111,7 +113,7 @@ def write_report(run_dir: Path) -> Path:
                for s, t in zip(ev["base"].get("samples", []), ev["tuned"].get("samples", []))]
     mem = manifest.get("peak_memory", {})
     html = Environment(autoescape=True).from_string(TEMPLATE).render(
-        name=run_dir.name, manifest={**manifest, "peak_memory": ", ".join(f"{k} {v}" for k, v in mem.items())},
+        name=run_dir.name, manifest={**manifest, "peak_memory": ", ".join(f"{v:,.0f} MB {MEMORY_NAMES.get(k, k)}" for k, v in mem.items())},
         metric_rows=metric_rows(ev["base"], ev["tuned"]), images=images, probes=probes, samples=samples,
         forgetting=forgetting_rows(ev.get("forgetting") or {}),
         config=(run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else "",
