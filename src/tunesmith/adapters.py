@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -12,14 +11,23 @@ import torch
 from tunesmith.api import Run, to_device
 from tunesmith.errors import TunesmithError
 from tunesmith.modeling import load_model
+from tunesmith.runs import (
+    check_weights,
+    commit_output,
+    discard_output,
+    plan_output,
+    read_json_file,
+    write_export_marker,
+)
 
 log = logging.getLogger("tunesmith")
 
 
-def _peft_runs(run_dirs) -> list[Run]:
-    runs = [Run(d) for d in run_dirs]
+def _peft_runs(run_dirs, trust_remote_code: bool = False) -> list[Run]:
+    runs = [Run(d, trust_remote_code=trust_remote_code) for d in run_dirs]
     for run in runs:
-        if run.method.saves != "adapter" or run.method.load is not None:
+        check_weights(run.weights_dir, ("adapter_config.json",) if run.is_peft_adapter else ())
+        if not run.is_peft_adapter:
             raise TunesmithError(f"--adapter {run.dir}: a {run.config.method.name!r} run has no PEFT adapter; "
                                  "only lora, dora, ia3, prompt and prefix runs share a base model")
     first = runs[0]
@@ -30,8 +38,8 @@ def _peft_runs(run_dirs) -> list[Run]:
         if run.objective.model_kind != first.objective.model_kind:
             raise TunesmithError(f"--adapter {run.dir}: a {run.config.objective.name} run cannot share a base with "
                                  f"the {first.config.objective.name} run {first.dir} (one is a classifier, one a causal LM)")
-        peft_type = json.loads((run.dir / "adapter" / "adapter_config.json").read_text())["peft_type"]
-        first_type = json.loads((first.dir / "adapter" / "adapter_config.json").read_text())["peft_type"]
+        peft_type = read_json_file(run.dir / "adapter" / "adapter_config.json").get("peft_type")
+        first_type = read_json_file(first.dir / "adapter" / "adapter_config.json").get("peft_type")
         if peft_type != first_type:
             raise TunesmithError(f"--adapter {run.dir}: a {peft_type} adapter cannot sit next to the {first_type} "
                                  f"adapter of {first.dir} in one PEFT model; use runs of the same PEFT type")
@@ -62,12 +70,12 @@ class AdapterSet:
     >>> adapters.predict(["A fine film."], adapter="subjectivity-lora")
     """
 
-    def __init__(self, run_dirs):
+    def __init__(self, run_dirs, trust_remote_code: bool = False):
         from peft import PeftConfig, PeftModel
         from peft.utils import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        self.runs = {r.dir.name: r for r in _peft_runs(run_dirs)}
+        self.runs = {r.dir.name: r for r in _peft_runs(run_dirs, trust_remote_code)}
         first_name, first = next(iter(self.runs.items()))
         self.model = PeftModel.from_pretrained(first.load_base(), str(first.dir / "adapter"), adapter_name=first_name)
         for name, run in list(self.runs.items())[1:]:
@@ -100,38 +108,45 @@ class AdapterSet:
         return self._use(adapter).generate(prompts, max_new_tokens=max_new_tokens)
 
 
-def load_adapters(run_dirs) -> AdapterSet:
-    return AdapterSet(run_dirs)
+def load_adapters(run_dirs, trust_remote_code: bool = False) -> AdapterSet:
+    return AdapterSet(run_dirs, trust_remote_code=trust_remote_code)
 
 
-def export(run_dir, out, *, merge: bool = False, overwrite: bool = False) -> Path:
+def export(run_dir, out, *, merge: bool = False, overwrite: bool = False, trust_remote_code: bool = False) -> Path:
     """Write a run's tuned model to `out`: the weights folder as saved, or (merge) a standalone transformers
-    model with a LoRA-family adapter folded into the base weights."""
-    run, out = Run(run_dir), Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise TunesmithError(f"export folder {out} already exists; pass --overwrite to replace it, or choose another --out")
-        if not (out / "config.json").exists() and not (out / "adapter_config.json").exists():
-            raise TunesmithError(f"{out} is not empty and holds no exported model (no config.json); refusing to delete it; choose another --out")
-    saved = run.dir / run.manifest["saved"]
-    if merge and run.method.saves == "adapter" and run.method.load is None:
-        if not run.method.mergeable:
-            raise TunesmithError(f"export --merge: a {run.config.method.name!r} adapter cannot be folded into the weights "
-                                 "(prompt and prefix tuning add virtual tokens, not weight updates); export without --merge")
-        from peft import PeftModel
-
-        base = load_model(run.config.model, run.objective.model_kind, **run.objective.model_kwargs(run.task))
-        model = PeftModel.from_pretrained(base, str(saved)).merge_and_unload()
-        shutil.rmtree(out, ignore_errors=True)
-        model.save_pretrained(out)
-        run.tokenizer.save_pretrained(out)
-        log.info("Merged the %s adapter into %s and wrote a standalone model to %s", run.config.method.name,
-                 run.config.model.name, out)
-        return out
-    if merge and run.manifest["saved"] != "model":
+    model with a LoRA-family adapter folded into the base weights. `out` may not lie inside the run; an existing
+    export is replaced (with `overwrite`) only once the new one is complete."""
+    run = Run(run_dir, trust_remote_code=trust_remote_code)
+    plan = plan_output(out, overwrite=overwrite, kind="export", protected=[run.dir])
+    saved = run.weights_dir
+    folds = merge and run.is_peft_adapter
+    if folds and not run.method.mergeable:
+        raise TunesmithError(f"export --merge: a {run.config.method.name!r} adapter cannot be folded into the weights "
+                             "(prompt and prefix tuning add virtual tokens, not weight updates); export without --merge")
+    if merge and not folds and run.manifest["saved"] != "model":
         raise TunesmithError(f"export --merge: a {run.config.method.name!r} run is saved in its own format ({saved.name}/), "
                              "not as a PEFT adapter; export without --merge")
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(saved, out)
-    log.info("Copied %s to %s%s", saved, out, " (already a standalone model)" if merge else "")
-    return out
+    try:
+        if folds:  # onto a full-precision base (a QLoRA adapter too)
+            base = load_model(run.config.model, run.objective.model_kind, trust_remote_code=trust_remote_code,
+                              **run.objective.model_kwargs(run.task))
+            model = run.load_tuned(base).merge_and_unload()
+            model.save_pretrained(plan.stage)
+            run.tokenizer.save_pretrained(plan.stage)
+        else:
+            check_weights(saved, ("adapter_config.json",) if run.is_peft_adapter else ("config.json",) if saved.name == "model" else ())
+            shutil.copytree(saved, plan.stage, dirs_exist_ok=True)
+        write_export_marker(plan.stage, run=str(run.dir), merged=folds, method=run.config.method.name,
+                            model=run.config.model.name)
+    except BaseException:
+        discard_output(plan)
+        if not plan.swaps:  # the folder was absent or empty before: leave it so
+            shutil.rmtree(plan.target, ignore_errors=True)
+        raise
+    commit_output(plan)
+    if folds:
+        log.info("Merged the %s adapter into %s and wrote a standalone model to %s", run.config.method.name,
+                 run.config.model.name, plan.target)
+    else:
+        log.info("Copied %s to %s%s", saved, plan.target, " (already a standalone model)" if merge else "")
+    return plan.target

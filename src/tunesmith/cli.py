@@ -39,6 +39,21 @@ def _setup_logging(verbose: bool = False) -> None:
     datasets.disable_progress_bars()
 
 
+def _start(verbose: bool = False, *, config: Path | None = None, overrides=None, runs: list[Path] = ()) -> None:
+    """Check what can be checked without torch and transformers (the config, the run folders) so that a mistake is
+    reported in about a second; then set up logging, which imports them."""
+    if config is not None:
+        from tunesmith.config import load_config
+
+        _run(load_config, config, list(overrides or []))
+    if runs:
+        from tunesmith.runs import check_run_folder
+
+        for run_dir in runs:
+            _run(check_run_folder, run_dir)
+    _setup_logging(verbose)
+
+
 def _run(fn, *args, **kwargs):
     """Call the API; a TunesmithError prints as one message without a traceback and exits 2."""
     try:
@@ -46,6 +61,10 @@ def _run(fn, *args, **kwargs):
     except TunesmithError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+TRUST_HELP = ("Let the model run the Python code that ships with it (its auto_map). Off unless given here: a config's "
+              "model.trust_remote_code alone never runs code.")
 
 
 def _fmt(v) -> str:
@@ -80,14 +99,15 @@ def train(
     config: Path = typer.Argument(..., help="YAML config, e.g. configs/sentiment-lora.yaml"),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: train.learning_rate=1e-4 method.r=16"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<config stem>)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder that tunesmith wrote, once the new run has finished."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Train: evaluate the base model, tune it, evaluate the tuned model, write the run folder."""
-    _setup_logging(verbose)
+    _start(verbose, config=config, overrides=overrides)
     from tunesmith import api
 
-    run = _run(api.train, config, out=out, overwrite=overwrite, overrides=list(overrides or []))
+    run = _run(api.train, config, out=out, overwrite=overwrite, overrides=list(overrides or []), trust_remote_code=trust_remote_code)
     results, m = run.results, run.manifest
     print_probes(results.get("probes", {}))
     print_side_by_side(results, title=f"{m['method']} / {m['objective']} on {m['model']}: base vs tuned ({m['eval_examples']} eval examples)")
@@ -104,9 +124,10 @@ def evaluate(
     split: Optional[str] = typer.Option(None, "--split", help="Split of the source to evaluate on."),
     column: Optional[list[str]] = typer.Option(None, "--column", help="Column mapping ROLE=COLUMN, e.g. text=review (roles: text, text_pair, label, prompt, response)."),
     as_json: bool = typer.Option(False, "--json", help='Print {"base": {...}, "tuned": {...}} as JSON.'),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Evaluate the base and the tuned model of a run on the same data, side by side."""
-    _setup_logging()
+    _start(runs=[run_dir])
     from tunesmith import api
 
     columns = {}
@@ -116,7 +137,7 @@ def evaluate(
             err_console.print(f"[bold red]error:[/] --column {item!r}: expected ROLE=COLUMN with ROLE one of text, text_pair, label, prompt, response")
             raise typer.Exit(2)
         columns[role] = name
-    run = _run(api.Run, run_dir)
+    run = _run(api.Run, run_dir, trust_remote_code=trust_remote_code)
     results = _run(run.evaluate, data=data, split=split, columns=columns or None)
     if as_json:
         print(json.dumps({"base": results["base"], "tuned": results["tuned"]}, indent=2, default=str))
@@ -127,13 +148,13 @@ def evaluate(
 ADAPTER_HELP = "Another run trained on the same base; repeat for more. All adapters load onto one base model and each input runs through each adapter."
 
 
-def _adapter_set(run_dir: Path, adapter: list[Path] | None):
+def _adapter_set(run_dir: Path, adapter: list[Path] | None, trust_remote_code: bool):
     """None without --adapter; else the run's and the other runs' adapters on one base model."""
     if not adapter:
         return None
     from tunesmith.adapters import load_adapters
 
-    return _run(load_adapters, [run_dir, *adapter])
+    return _run(load_adapters, [run_dir, *adapter], trust_remote_code=trust_remote_code)
 
 
 @app.command()
@@ -142,14 +163,15 @@ def predict(
     texts: list[str] = typer.Argument(..., help="Texts to classify."),
     adapter: Optional[list[Path]] = typer.Option(None, "--adapter", help=ADAPTER_HELP),
     as_json: bool = typer.Option(False, "--json"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Classify texts with a run's tuned model: label and probability (per adapter with --adapter)."""
-    _setup_logging()
+    _start(runs=[run_dir, *(adapter or [])])
     from tunesmith import api
 
-    adapters = _adapter_set(run_dir, adapter)
+    adapters = _adapter_set(run_dir, adapter, trust_remote_code)
     if adapters is None:
-        run = _run(api.Run, run_dir)
+        run = _run(api.Run, run_dir, trust_remote_code=trust_remote_code)
         preds = {run_dir.name: _run(run.predict, texts)}
     else:
         preds = {name: _run(adapters.predict, texts, adapter=name) for name in adapters.names}
@@ -171,14 +193,15 @@ def generate(
     prompts: list[str] = typer.Argument(..., help="Prompts (formatted with the run's template or chat format)."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
     adapter: Optional[list[Path]] = typer.Option(None, "--adapter", help=ADAPTER_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Complete prompts with a run's tuned model (per adapter with --adapter)."""
-    _setup_logging()
+    _start(runs=[run_dir, *(adapter or [])])
     from tunesmith import api
 
-    adapters = _adapter_set(run_dir, adapter)
+    adapters = _adapter_set(run_dir, adapter, trust_remote_code)
     if adapters is None:
-        run = _run(api.Run, run_dir)
+        run = _run(api.Run, run_dir, trust_remote_code=trust_remote_code)
         outputs = {"": _run(run.generate, prompts, max_new_tokens=max_new_tokens)}
     else:
         outputs = {f"[{n}] ": _run(adapters.generate, prompts, adapter=n, max_new_tokens=max_new_tokens) for n in adapters.names}
@@ -194,13 +217,14 @@ def export(
     run_dir: Path = typer.Argument(..., help="A run folder written by `tunesmith train`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write."),
     merge: bool = typer.Option(False, "--merge", help="Fold a LoRA/DoRA/IA3 adapter into the base: a standalone transformers model."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export (a folder tunesmith exported), once the new one is written."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Export a run's tuned model: the adapter or model as saved, or merged into a standalone model."""
-    _setup_logging()
+    _start(runs=[run_dir])
     from tunesmith.adapters import export as export_run
 
-    path = _run(export_run, run_dir, out, merge=merge, overwrite=overwrite)
+    path = _run(export_run, run_dir, out, merge=merge, overwrite=overwrite, trust_remote_code=trust_remote_code)
     console.print(f"wrote [bold]{path}[/]" + (" (loads with AutoModel*.from_pretrained, no PEFT needed)" if merge else ""))
 
 
@@ -210,7 +234,7 @@ def validate(
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
 ):
     """Check the config and the data (columns, labels, lengths) without training."""
-    _setup_logging()
+    _start(config=config, overrides=overrides)
     from tunesmith import api
 
     info = _run(api.validate, config, list(overrides or []))
@@ -219,6 +243,8 @@ def validate(
                   f"splits {info['splits']}; columns {info['columns']}")
     if info["task"].get("labels"):
         console.print(f"labels: {info['task']['labels']}")
+    for note in info["dropped"]:  # rows the objective cannot use (null text or label, label -1)
+        console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
     _print_stats(info["stats"])
 
 
@@ -237,7 +263,7 @@ def data_preview(
     n: int = typer.Option(3, "-n", help="How many training examples to show."),
 ):
     """Show examples as the model sees them: text, tokens, and (underlined, green) the tokens that carry loss."""
-    _setup_logging()
+    _start(config=config)
     from rich.text import Text
 
     from tunesmith import api
@@ -255,6 +281,8 @@ def data_preview(
             console.print(f"label: [bold]{ex['label']}[/]")
         else:
             console.print(f"{ex['loss_tokens']} of {ex['length']} tokens carry loss (green)")
+    for note in info["dropped"]:
+        console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
     _print_stats(info["stats"])
 
 
@@ -265,9 +293,10 @@ def compare(
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods, e.g. full,head,lora (each with its defaults)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Comparison folder (default runs/compare-<config stem>)."),
     rerun: bool = typer.Option(False, "--rerun", help="Train finished variants again instead of skipping them."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Run the same task under several methods (same data, seed, budget); write compare.json and compare.html."""
-    _setup_logging()
+    _start(config=config, overrides=overrides)
     from rich.progress import Progress
 
     from tunesmith.compare import compare as run_compare
@@ -279,7 +308,8 @@ def compare(
         def progress(i, total, name):
             bar.update(task, total=total, completed=i, description=f"training {name} ({i + 1}/{total})")
 
-        summary = _run(run_compare, config, names, out=out, rerun=rerun, overrides=list(overrides or []), progress=progress)
+        summary = _run(run_compare, config, names, out=out, rerun=rerun, overrides=list(overrides or []), progress=progress,
+                       trust_remote_code=trust_remote_code)
     metric = summary["metric"]
     table = Table(title=f"comparison on {metric}")
     for col in ("run", f"{metric} base", f"{metric} tuned", "trainable", "train s", "tokens/s", "peak MB", "forgetting"):
@@ -305,6 +335,7 @@ def bench(
     shots: int = typer.Option(0, "--shots", min=0, help="Solved examples of the same task before each question (k-shot)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="(context, choice) pairs per forward pass."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON file (default RUN_DIR/bench.json for a run, else bench-<model>.json here)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Multiple-choice benchmarks scored by log-likelihood (acc, acc_norm) for a model, or a run's base and tuned model."""
     _setup_logging()
@@ -313,8 +344,16 @@ def bench(
     from tunesmith import api
 
     task_names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if out is None:
+        is_run = any((Path(model_or_run) / f).is_file() for f in ("config.yaml", "manifest.json"))
+        out = Path(model_or_run) / "bench.json" if is_run else Path(f"bench-{Path(model_or_run.rstrip('/')).name}.json")
+    if out.exists() and not _is_bench_file(out):
+        err_console.print(f"[bold red]error:[/] --out {out}: exists and is not a `tunesmith bench` result; refusing to overwrite it. "
+                          "Choose another --out")
+        raise typer.Exit(2)
     start = time.time()
-    results = _run(api.bench, model_or_run, task_names, limit=limit, shots=shots, batch_size=batch_size)
+    results = _run(api.bench, model_or_run, task_names, limit=limit, shots=shots, batch_size=batch_size,
+                   trust_remote_code=trust_remote_code)
     seconds = time.time() - start
     sides = list(results)
     table = Table(title=f"{model_or_run}: {shots}-shot multiple choice, scored by log-likelihood")
@@ -331,11 +370,18 @@ def bench(
             cells.append(f"{results['tuned'][task]['acc_norm'] - first['acc_norm']:+.4f}")
         table.add_row(task, str(first["n"]), *cells)
     console.print(table)
-    if out is None:
-        out = Path(model_or_run) / "bench.json" if "tuned" in results else Path(f"bench-{Path(model_or_run.rstrip('/')).name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"wrote [bold]{out}[/] ({seconds:.1f} s)")
+
+
+def _is_bench_file(path: Path) -> bool:
+    """A JSON file that `tunesmith bench` wrote (it may be replaced by a new result)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(data) and set(data) <= {"base", "tuned", "model"}
 
 
 @app.command()

@@ -20,6 +20,7 @@ from tunesmith.config import RunConfig, apply_overrides, load_config, read_yaml
 from tunesmith.errors import TunesmithError
 from tunesmith.methods.registry import METHODS
 from tunesmith.report.runlog import read_json, write_json
+from tunesmith.runs import is_finished, run_marker
 
 log = logging.getLogger("tunesmith")
 
@@ -57,12 +58,14 @@ def variants(raw: dict, cfg: RunConfig, methods: list[str] | None) -> list[dict]
 
 
 def _finished(run_dir: Path) -> bool:
-    return (run_dir / "eval.json").exists() and (run_dir / "manifest.json").exists()
+    manifest = run_marker(run_dir)
+    return manifest is not None and is_finished(manifest) and (run_dir / "eval.json").exists()
 
 
-def _train_in_subprocess(config_path: Path, run_dir: Path, log_path: Path) -> str | None:
+def _train_in_subprocess(config_path: Path, run_dir: Path, log_path: Path, trust_remote_code: bool = False) -> str | None:
     """Run `tunesmith train` in its own process; None on success, else the error it printed."""
     cmd = [sys.executable, "-m", "tunesmith.cli", "train", str(config_path), "--out", str(run_dir), "--overwrite"]
+    cmd += ["--trust-remote-code"] if trust_remote_code else []
     with log_path.open("w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True)
     if proc.returncode == 0:
@@ -73,12 +76,13 @@ def _train_in_subprocess(config_path: Path, run_dir: Path, log_path: Path) -> st
 
 
 def compare(config, methods: list[str] | None = None, *, out: str | Path | None = None, rerun: bool = False,
-            overrides: list[str] | dict | None = None, progress=None) -> dict:
+            overrides: list[str] | dict | None = None, progress=None, trust_remote_code: bool = False) -> dict:
     """Run every variant (or skip it if finished), then write compare.json and compare.html. Returns the rows."""
     raw = read_yaml(config) if isinstance(config, (str, Path)) else copy.deepcopy(config)
     raw = apply_overrides(raw, overrides)
     cfg = load_config(raw)
     out = Path(out) if out else Path("runs") / f"compare-{Path(config).stem if isinstance(config, (str, Path)) else 'run'}"
+    check_compare_folder(out)
     for sub in ("configs", "runs", "logs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     results = {}
@@ -100,7 +104,7 @@ def compare(config, methods: list[str] | None = None, *, out: str | Path | None 
             results[name] = {}
             continue
         start = time.time()
-        error = _train_in_subprocess(config_path, run_dir, out / "logs" / f"{name}.log")
+        error = _train_in_subprocess(config_path, run_dir, out / "logs" / f"{name}.log", trust_remote_code)
         results[name] = {"error": error} if error else {}
         log.info("compare: %s %s in %.0f s", name, "failed" if error else "done", time.time() - start)
     rows = [row(name, out / "runs" / name, results[name].get("error")) for name in results]
@@ -111,6 +115,20 @@ def compare(config, methods: list[str] | None = None, *, out: str | Path | None 
 
     write_compare_report(out)
     return summary
+
+
+COMPARE_ENTRIES = {"configs", "runs", "logs", "plots", "compare.json", "compare.html"}
+
+
+def check_compare_folder(out: Path) -> None:
+    """A comparison folder is new, empty, or one that compare wrote (it adds to it and skips finished runs); never
+    a folder with other files, whose configs/ or logs/ it could overwrite."""
+    if out.exists() and not out.is_dir():
+        raise TunesmithError(f"--out {out}: is an existing file, not a folder; choose a folder, e.g. --out runs/compare-mine")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in COMPARE_ENTRIES) if out.is_dir() else []
+    if foreign:
+        raise TunesmithError(f"--out {out}: holds files that `tunesmith compare` did not write ({foreign[:8]}); it writes "
+                             "configs/, runs/, logs/ and compare.* there, so choose a new or empty folder")
 
 
 def primary_metric(rows: list[dict]) -> str | None:

@@ -76,6 +76,18 @@ class DataConfig(Section):
     mix: list[MixSource] = Field(
         default_factory=list, description="Other sources mixed into the training split only (multitask mixing); eval stays the task's."
     )
+    encoding: str = Field("utf-8", description="Text encoding of a JSONL/JSON/CSV/TSV source, e.g. latin-1 or cp1252.")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError("not a text encoding Python knows; expected e.g. utf-8, latin-1, cp1252") from None
+        return value
 
 
 class TrainConfig(Section):
@@ -97,7 +109,11 @@ class TrainConfig(Section):
     logging_steps: int = Field(10, gt=0)
     load_best_model_at_end: bool = False
     metric_for_best_model: str | None = Field(None, description="e.g. 'accuracy' or 'eval_loss'.")
-    bf16: bool = Field(False, description="bfloat16 autocast (CPU with AVX-512 BF16, or a GPU).")
+    bf16: bool | Literal["auto"] = Field(
+        "auto", description="bfloat16 autocast. auto: on where the hardware computes bf16 natively (a CUDA GPU with "
+        "bf16, a CPU with AVX-512 BF16 or AMX), fp32 elsewhere; the choice is logged. true on hardware without native "
+        "bf16 (e.g. an AVX2-only CPU, where it is emulated, ~40x slower) is an error in validate and train, not a fallback.",
+    )
     gradient_checkpointing: bool = False
     use_cpu: bool = False
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other TrainingArguments field.")
@@ -106,6 +122,15 @@ class TrainConfig(Section):
     @classmethod
     def _yaml_no(cls, value):  # YAML 1.1 reads a bare `no` as False
         return "no" if value is False else value
+
+    @field_validator("bf16", mode="before")
+    @classmethod
+    def _bf16_choice(cls, value):  # one clear message instead of one per member of the union
+        if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
+            value = {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
+        if value == "auto" or isinstance(value, bool):
+            return value
+        raise ValueError("expected true, false or auto")
 
 
 class EvalConfig(Section):
@@ -292,12 +317,35 @@ def cross_checks(cfg: RunConfig) -> list[str]:
         problems.append(f"data.format: 'chat' applies to objective sft; objective {cfg.objective.name!r} reads plain text. Set data.format: text")
     if d.packing and cfg.objective.name != "causal_lm":
         problems.append("data.packing: only causal_lm packs raw text into blocks; remove data.packing")
-    if isinstance(d.eval_size, float) and not 0 < d.eval_size < 1:
-        problems.append(f"data.eval_size: a fraction must be between 0 and 1, found {d.eval_size}; or give a count like 1000")
+    if (not 0 < d.eval_size < 1) if isinstance(d.eval_size, float) else d.eval_size < 1:
+        problems.append(f"data.eval_size: found {d.eval_size}; expected a fraction between 0 and 1 (exclusive) like 0.1, "
+                        "or a count of at least 1 like 1000")
+    if t.lr_scheduler_type not in KNOWN_SCHEDULERS:  # only an unusual name pays for importing transformers
+        from transformers import SchedulerType
+
+        schedulers = [s.value for s in SchedulerType]
+        if t.lr_scheduler_type not in schedulers:
+            problems.append(f"train.lr_scheduler_type: {t.lr_scheduler_type!r} is not a transformers scheduler "
+                            f"(expected one of {schedulers}){_suggest(t.lr_scheduler_type, schedulers)}")
+    problems += _extra_problems(t)
+    return problems
+
+
+# transformers.SchedulerType values (5.23); a name outside this list is checked against the installed transformers.
+KNOWN_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                    "warmup_stable_decay")
+
+
+def _extra_problems(t: TrainConfig) -> list[str]:
+    """train.extra keys must be TrainingArguments fields that TrainConfig does not already name."""
+    if not t.extra:
+        return []
     import inspect
 
     from transformers import TrainingArguments
 
+    problems = []
     accepted = set(inspect.signature(TrainingArguments).parameters)
     for key in t.extra:
         if key not in accepted:
@@ -305,6 +353,9 @@ def cross_checks(cfg: RunConfig) -> list[str]:
             problems.append(f"train.extra.{key}: not a transformers.TrainingArguments field{hint}")
         if key in TrainConfig.model_fields:
             problems.append(f"train.extra.{key}: set it as train.{key} instead")
+    if "resume_from_checkpoint" in t.extra:  # TrainingArguments accepts it, but Trainer.train() never reads it there
+        problems.append("train.extra.resume_from_checkpoint: tunesmith does not resume runs yet, and a run would silently "
+                        "start again at step 1; remove it (every run trains from the start)")
     return problems
 
 

@@ -4,34 +4,54 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
-from tunesmith.assets import resolve_model
+from tunesmith.assets import hub_access, resolve_model
 from tunesmith.errors import TunesmithError
 
 log = logging.getLogger("tunesmith")
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # model.dtype values; torch dtypes by name
 
 
-def device() -> torch.device:
+def torch_dtype(name: str):
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def device():
+    """The torch device training and evaluation run on: the GPU if there is one."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_tokenizer(model_cfg, path: str | None = None):
+def remote_code(model_cfg, trust_remote_code: bool) -> bool:
+    """Whether a model's own Python code may run: only when the person running this command says so
+    (`--trust-remote-code`, or trust_remote_code=True in Python). A config read off disk never decides it alone."""
+    if model_cfg.trust_remote_code and not trust_remote_code:
+        raise TunesmithError(
+            f"model.trust_remote_code: the config asks to run the Python code that ships with {model_cfg.name!r} "
+            "(its auto_map), and tunesmith never runs code because a file says so. If you trust that code, pass "
+            "--trust-remote-code on the command line (trust_remote_code=True in Python) for this command"
+        )
+    return trust_remote_code
+
+
+def load_tokenizer(model_cfg, path: str | None = None, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    trusted = remote_code(model_cfg, trust_remote_code)
     path = path or resolve_model(model_cfg.name)
     try:
         tok = AutoTokenizer.from_pretrained(
-            path, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
+            path, revision=model_cfg.revision, trust_remote_code=trusted, **hub_access(path, model_cfg.revision)
         )
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise TunesmithError(f"model.name: could not load a tokenizer from {path!r} ({err})") from None
     return tok
 
 
-def load_model(model_cfg, kind: str, *, path: str | None = None, **kwargs):
+def load_model(model_cfg, kind: str, *, path: str | None = None, trust_remote_code: bool = False, **kwargs):
     """Load a model for `kind` ('classify' -> sequence classification, else causal LM).
 
     The keys the checkpoint did not provide (a new classification head) are kept on the model as
@@ -40,14 +60,16 @@ def load_model(model_cfg, kind: str, *, path: str | None = None, **kwargs):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     cls = AutoModelForSequenceClassification if kind == "classify" else AutoModelForCausalLM
+    trusted = remote_code(model_cfg, trust_remote_code)
     path = path or resolve_model(model_cfg.name)
     try:
         model, info = cls.from_pretrained(
             path,
-            dtype=DTYPES[model_cfg.dtype],
+            dtype=torch_dtype(model_cfg.dtype),
             revision=model_cfg.revision,
-            trust_remote_code=model_cfg.trust_remote_code,
+            trust_remote_code=trusted,
             output_loading_info=True,
+            **hub_access(path, model_cfg.revision),
             **kwargs,
         )
     except (OSError, ValueError) as err:
@@ -81,6 +103,7 @@ def count_parameters(model) -> dict:
 
 def linear_module_names(model) -> list[str]:
     """Names of the linear layers (what LoRA-family methods can target)."""
+    import torch
     from transformers.pytorch_utils import Conv1D
 
     return [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
@@ -106,3 +129,108 @@ def new_modules(model) -> list[str]:
     if keys:
         return sorted({k.rsplit(".", 1)[0] for k in keys})
     return [n for n in ("classifier", "score") if hasattr(model, n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's module names without its weights (validate checks target_modules with them)
+
+
+def model_without_weights(model_cfg, kind: str, **kwargs) -> tuple[object | None, str]:
+    """(model, "") built from the model's config alone on the meta device: module names and types, no weights read
+    or allocated; (None, why) when the config cannot be read that way (it needs the model's own code, or fails)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    cls = AutoModelForSequenceClassification if kind == "classify" else AutoModelForCausalLM
+    path = resolve_model(model_cfg.name)
+    try:
+        config = AutoConfig.from_pretrained(path, revision=model_cfg.revision, trust_remote_code=False,
+                                            **hub_access(path, model_cfg.revision), **kwargs)
+        with torch.device("meta"):
+            return cls.from_config(config, trust_remote_code=False), ""
+    except TunesmithError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure only means "not checked here"; loading reports it later
+        return None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+
+
+def module_names_without_weights(model_cfg, kind: str, **kwargs) -> list[str] | None:
+    """Names of the model's modules, read without loading its weights; None when that is not possible."""
+    model, _ = model_without_weights(model_cfg, kind, **kwargs)
+    return None if model is None else [n for n, _ in model.named_modules() if n]
+
+
+# ---------------------------------------------------------------------------------------------
+# bf16 mixed precision: on where the hardware computes bf16 natively, fp32 elsewhere
+
+NATIVE_BF16_CPU_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16"}
+
+
+def _cpu_facts() -> tuple[str, set[str]]:
+    """(CPU name, feature flags) from torch's cpuinfo and /proc/cpuinfo (either may be missing)."""
+    name, flags = "", set()
+    try:
+        from torch.cpu import get_capabilities
+
+        caps = get_capabilities()
+        name = str(caps.get("cpu_name") or "")
+        flags |= {k for k, v in caps.items() if v is True}
+    except (ImportError, RuntimeError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    flags |= set(value.split())
+                elif key.strip() == "model name" and not name:
+                    name = value.strip()
+    except OSError:
+        pass
+    return name or "(unknown)", flags
+
+
+def native_bf16(use_cpu: bool = False) -> tuple[bool, str]:
+    """Whether training here would compute bf16 natively, and why: a CUDA GPU with bf16 (Ampere or newer), or a CPU
+    with AMX or AVX-512 BF16. Elsewhere bf16 is emulated: on an AVX2-only CPU a bf16 matmul is ~40x slower than fp32."""
+    import torch
+
+    if torch.cuda.is_available() and not use_cpu:
+        gpu = torch.cuda.get_device_name()
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return True, f"GPU {gpu} computes bf16 natively"
+        return False, f"GPU {gpu} has no native bf16 (needs compute capability 8.0 or newer)"
+    name, flags = _cpu_facts()
+    found = [label for flag, label in NATIVE_BF16_CPU_FLAGS.items() if flag in flags]
+    if found:
+        return True, f"CPU {name} has {' and '.join(found)}"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return False, (f"CPU {name} has {capability} only, no AVX-512 BF16 or AMX: bf16 would be emulated, "
+                   "~40x slower than fp32")
+
+
+def bf16_problems(train_cfg) -> list[str]:
+    """train.bf16: true on hardware without native bf16: one problem naming the key and the fix."""
+    if train_cfg.bf16 is not True:
+        return []
+    native, why = native_bf16(train_cfg.use_cpu)
+    if native:
+        return []
+    return [f"train.bf16: true asks for bf16 autocast, but {why}; set train.bf16: auto (bf16 where the hardware "
+            "computes it natively, fp32 here) or false"]
+
+
+def resolve_bf16(train_cfg) -> bool:
+    """The bf16 autocast a run uses: train.bf16 true/false as given, 'auto' -> native_bf16(). The choice is logged;
+    true on hardware without native bf16 raises a TunesmithError (see bf16_problems)."""
+    problems = bf16_problems(train_cfg)
+    if problems:
+        raise TunesmithError(problems)
+    if train_cfg.bf16 == "auto":
+        on, why = native_bf16(train_cfg.use_cpu)
+        message = f"bf16: {'on' if on else 'off'} (train.bf16: auto; {why})"
+    else:
+        on = bool(train_cfg.bf16)
+        message = f"bf16: {'on' if on else 'off'} (train.bf16: {str(on).lower()})"
+    log.info("%s", message)
+    return on

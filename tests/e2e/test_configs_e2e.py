@@ -22,7 +22,7 @@ def test_sentiment_lora_learns(tmp_path):
 
 def test_chat_sft_lowers_eval_loss(tmp_path):
     run = api.train("configs/chat-sft-lora.yaml", out=tmp_path / "run",
-                    overrides=["train.max_steps=6", "train.eval_strategy=no", "eval.max_examples=24",
+                    overrides=["train.max_steps=6", "train.per_device_train_batch_size=4", "train.eval_strategy=no", "eval.max_examples=16",
                                "eval.num_samples=1", "eval.max_new_tokens=8", "eval.probes=[]"])
     res = run.results
     assert res["tuned"]["eval_loss"] < res["base"]["eval_loss"]
@@ -31,16 +31,18 @@ def test_chat_sft_lowers_eval_loss(tmp_path):
 
 def test_style_causal_lm_lowers_perplexity(tmp_path):
     run = api.train("configs/style-causal-lm.yaml", out=tmp_path / "run",
-                    overrides=["train.max_steps=6", "train.eval_strategy=no", "train.learning_rate=1e-3",
+                    overrides=["train.max_steps=4", "train.per_device_train_batch_size=4", "train.eval_strategy=no", "train.learning_rate=1e-3",
                                "eval.max_examples=8", "eval.num_samples=1", "eval.max_new_tokens=8", "eval.probes=[]"])
     res = run.results
     assert res["tuned"]["perplexity"] < res["base"]["perplexity"]
 
 
 def test_summarize_sft_reports_generation_metrics(tmp_path):
+    # Two steps (the first is warmup at lr 0), shorter articles and summaries: the config's generation-metric path
+    # end to end, affordable in fp32 on a CPU without native bf16.
     run = api.train("configs/summarize-sft.yaml", out=tmp_path / "run",
-                    overrides=["train.max_steps=4", "eval.max_examples=8", "eval.max_generate=4",
-                               "eval.num_samples=1", "eval.max_new_tokens=24"])
+                    overrides=["train.max_steps=2", "train.per_device_train_batch_size=2", "data.max_length=192",
+                               "eval.max_examples=4", "eval.max_generate=4", "eval.num_samples=1", "eval.max_new_tokens=16"])
     res = run.results
     for side in ("base", "tuned"):
         assert res[side]["generated_examples"] == 4

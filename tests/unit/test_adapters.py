@@ -83,6 +83,6 @@ def test_export_refuses_what_cannot_merge_and_never_clobbers(tiny_bert, sentimen
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("precious")
-    with pytest.raises(TunesmithError, match="refusing to delete it"):
+    with pytest.raises(TunesmithError, match="refusing to replace it"):
         tunesmith.export(run.dir, mine, overwrite=True)
     assert (mine / "notes.txt").read_text() == "precious"

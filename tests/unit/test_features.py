@@ -11,7 +11,7 @@ from tunesmith import api
 from tunesmith.assets import cache_dir
 from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
-from tunesmith.methods import features
+from tunesmith.methods import features, features_model
 from tunesmith.methods.registry import METHODS
 from tunesmith.modeling import load_model
 from tunesmith.objectives.classify import probabilities
@@ -51,7 +51,7 @@ def test_head_reproduces_sklearn_probabilities(classifier, labels, tiny_bert, se
     model, stats = features.fit(model, prep.tokenizer, prep, cfg, tmp_path)
     assert stats["train_steps"] > 0 and stats["tokens_seen"] > 0
     train = prep.features["train"]
-    x = features.embed_all(model, prep.tokenizer, train, 8)
+    x = features_model.embed_all(model, prep.tokenizer, train, 8)
     clf = features.train_classifier(x.numpy(), torch.tensor(list(train["labels"])).numpy(), cfg.method, cfg.train.seed)
     expected = torch.tensor(clf.predict_proba(x.numpy())).double()
     assert expected.shape[1] == len(prep.task["labels"])

@@ -9,7 +9,7 @@ from tunesmith.data.tokenize import IGNORE
 
 def length_stats(features, max_length: int) -> dict:
     """Token lengths before truncation, and how many examples truncation cuts."""
-    lengths = np.array(features["full_length"]) if len(features) else np.array([0])
+    lengths = np.array(features["full_length"][:]) if len(features) else np.array([0])
     return {
         "examples": len(features),
         "min": int(lengths.min()),

@@ -9,62 +9,164 @@ from pathlib import Path
 
 import datasets
 
-from tunesmith.assets import _looks_like_path, is_catalog_dataset, load_catalog_dataset
-from tunesmith.errors import TunesmithError
+from tunesmith.assets import hub_access, is_catalog_dataset, load_catalog_dataset, looks_like_path
+from tunesmith.errors import TunesmithError, raise_if
 
 log = logging.getLogger("tunesmith")
 
 FILE_KINDS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+BIG_FILE_BYTES = 20_000_000  # reading a bigger file is logged (it can take a while)
 
 
-def read_jsonl(path: Path) -> datasets.Dataset:
-    """JSON Lines, with errors that name the line."""
-    records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TunesmithError(f"{path} line {lineno}: not valid JSON ({err.msg}); each line must be one JSON object") from None
-            if not isinstance(record, dict):
-                raise TunesmithError(f"{path} line {lineno}: expected a JSON object like {{\"text\": ...}}, found {type(record).__name__}")
-            records.append(record)
+def _encoding_fix(path: Path) -> str:
+    return (f"the file has another encoding, e.g. Latin-1: re-encode it (iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}) "
+            "or set data.encoding: latin-1")
+
+
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """The whole file as text (a UTF-8 byte-order mark dropped); an undecodable byte is named by line and offset."""
+    data = path.read_bytes()
+    if len(data) > BIG_FILE_BYTES:
+        log.info("Reading %s (%.0f MB)", path, len(data) / 1e6)
+    try:
+        return data.decode(encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise TunesmithError(f"{path} line {line} (byte {err.start}): not valid {encoding} text (byte 0x{data[err.start]:02x}); "
+                             + _encoding_fix(path)) from None
+
+
+def _short(value) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_KINDS = {str: "a string", int: "a number", float: "a number", bool: "true/false", list: "a list", dict: "an object"}
+
+
+def mixed_types(path: Path, records: list[dict], places: list[str]) -> list[str]:
+    """A problem per column whose values have more than one JSON type (pyarrow cannot make one column of them)."""
+    first: dict[str, dict[str, tuple[str, object]]] = {}
+    for record, place in zip(records, places):
+        for key, value in record.items():
+            kind = _KINDS.get(type(value))
+            seen = first.setdefault(key, {})
+            if kind and kind not in seen:
+                seen[kind] = (place, value)
+    problems = []
+    for column, seen in first.items():
+        if len(seen) > 1:
+            (a, (pa_, va)), (b, (pb, vb)) = list(seen.items())[:2]
+            fix = ('write them all as strings ("1" instead of 1) or all as numbers' if {a, b} == {"a number", "a string"}
+                   else "give every row the same type (one string per row: join the parts of a list)")
+            problems.append(f"{path} column {column!r}: mixed types, {a} on {pa_} ({_short(va)}) and {b} on {pb} ({_short(vb)}); "
+                            f"a column holds one type: {fix}")
+    return problems
+
+
+def from_records(path: Path, records: list[dict], places: list[str]) -> datasets.Dataset:
+    import pyarrow as pa
+
     if not records:
         raise TunesmithError(f"{path}: no examples (the file is empty)")
-    return datasets.Dataset.from_list(records)
+    raise_if(mixed_types(path, records, places))
+    columns = dict.fromkeys(key for record in records for key in record)  # every record's keys (from_list takes the first's)
+    try:
+        return datasets.Dataset.from_dict({c: [record.get(c) for record in records] for c in columns})
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:
+        raise TunesmithError(f"{path}: the records do not make one table ({err}); give each column one type in every record") from None
 
 
-def read_file(path: Path) -> datasets.Dataset:
+def _jsonl_records(path: Path, text: str) -> tuple[list[dict], list[str]]:
+    records, places = [], []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TunesmithError(f"{path} line {lineno}: not valid JSON ({err.msg}); each line must be one JSON object") from None
+        if not isinstance(record, dict):
+            raise TunesmithError(f"{path} line {lineno}: expected a JSON object like {{\"text\": ...}}, found {type(record).__name__}")
+        records.append(record)
+        places.append(f"line {lineno}")
+    return records, places
+
+
+def read_jsonl(path: Path, encoding: str = "utf-8") -> datasets.Dataset:
+    """JSON Lines, with errors that name the line."""
+    return from_records(path, *_jsonl_records(path, read_text(path, encoding)))
+
+
+def read_json(path: Path, encoding: str = "utf-8") -> datasets.Dataset:
+    """A JSON array of records, an object of equal-length columns, or JSON Lines under a .json name."""
+    text = read_text(path, encoding)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        if err.msg != "Extra data":  # "Extra data" after the first value: JSON Lines
+            raise TunesmithError(f"{path} line {err.lineno} column {err.colno}: not valid JSON ({err.msg}); a .json file holds "
+                                 "a JSON array of records, or JSON Lines (one object per line)") from None
+        return from_records(path, *_jsonl_records(path, text))
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()) and len({len(v) for v in data.values()}) == 1:
+        data = [dict(zip(data, values)) for values in zip(*data.values())]  # columns -> records
+    if isinstance(data, dict):
+        nested = next((k for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
+        hint = f"; the records seem to sit under {nested!r}: extract them, e.g. jq '.{nested}' {path.name} > records.json" if nested else ""
+        raise TunesmithError(f"{path}: holds one JSON object (keys {list(data)[:8]}), not records; expected a JSON array of records "
+                             f"([{{\"text\": ..., \"label\": ...}}, ...]) or JSON Lines (one object per line){hint}")
+    if not isinstance(data, list):
+        raise TunesmithError(f"{path}: holds {_KINDS.get(type(data), type(data).__name__)}; expected a JSON array of records or JSON Lines")
+    bad = next((i for i, r in enumerate(data) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise TunesmithError(f"{path} record {bad + 1}: expected a JSON object like {{\"text\": ...}}, found {_short(data[bad])}")
+    return from_records(path, data, [f"record {i + 1}" for i in range(len(data))])
+
+
+def read_csv(path: Path, kind: str, encoding: str = "utf-8") -> datasets.Dataset:
+    """CSV/TSV; only empty cells are null ('NA' or 'null' stay text)."""
+    import io
+
     import pandas as pd
 
+    compressed = path.suffix.lower() in (".gz", ".bz2")
+    try:
+        df = pd.read_csv(path if compressed else io.StringIO(read_text(path, encoding)), sep="\t" if kind == "tsv" else ",",
+                         encoding=encoding if compressed else None, keep_default_na=False, na_values=[""])
+    except UnicodeDecodeError as err:
+        raise TunesmithError(f"{path}: not valid {encoding} text ({err.reason} at byte {err.start} of a chunk); " + _encoding_fix(path)) from None
+    except (ValueError, pd.errors.ParserError) as err:
+        raise TunesmithError(f"{path}: could not read it as {kind} ({err})") from None
+    if kind == "csv" and len(df.columns) == 1 and "\t" in str(df.columns[0]):
+        raise TunesmithError(f"{path}: looks tab-separated: its header {str(df.columns[0])!r} has tabs and no commas, so it reads "
+                             f"as one column; rename it to {path.name.split('.')[0]}.tsv")
+    return datasets.Dataset.from_pandas(df, preserve_index=False)
+
+
+def read_file(path: Path, encoding: str = "utf-8") -> datasets.Dataset:
     kind = FILE_KINDS.get(path.suffix.lower())
     if kind is None and path.name.endswith((".csv.bz2", ".csv.gz")):
         kind = "csv"
     if kind == "jsonl":
-        return read_jsonl(path)
-    try:
-        if kind in ("csv", "tsv"):
-            df = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
-            return datasets.Dataset.from_pandas(df, preserve_index=False)
-        if kind == "json":
-            try:
-                return read_jsonl(path)
-            except TunesmithError:
-                return datasets.Dataset.from_pandas(pd.read_json(path), preserve_index=False)
-        if kind == "parquet":
+        return read_jsonl(path, encoding)
+    if kind == "json":
+        return read_json(path, encoding)
+    if kind in ("csv", "tsv"):
+        return read_csv(path, kind, encoding)
+    if kind == "parquet":
+        try:
             return datasets.Dataset.from_parquet(str(path))
-    except (ValueError, pd.errors.ParserError) as err:
-        raise TunesmithError(f"{path}: could not read it as {kind} ({err})") from None
+        except Exception as err:  # pyarrow raises several kinds for a damaged file
+            raise TunesmithError(f"{path}: could not read it as parquet ({type(err).__name__}: {err})") from None
     raise TunesmithError(
         f"data.source: {path} has an unknown file type {path.suffix!r}; expected one of {sorted(FILE_KINDS)} "
         "or a folder saved with Dataset.save_to_disk"
     )
 
 
-def load_source(source: str, subset: str | None = None) -> datasets.DatasetDict:
-    """Any source -> DatasetDict of the splits it has (a single file or catalog set becomes 'train')."""
+def load_source(source: str, subset: str | None = None, encoding: str = "utf-8") -> datasets.DatasetDict:
+    """Any source -> DatasetDict of the splits it has (a single file or catalog set becomes 'train').
+    `encoding` applies to text files (JSON Lines, JSON, CSV, TSV)."""
     if is_catalog_dataset(source):
         return datasets.DatasetDict({"train": load_catalog_dataset(source)})
     path = Path(source).expanduser()
@@ -74,9 +176,10 @@ def load_source(source: str, subset: str | None = None) -> datasets.DatasetDict:
         loaded = datasets.load_from_disk(str(path))
         return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
     if path.is_file():
-        return datasets.DatasetDict({"train": read_file(path)})
-    if _looks_like_path(source) or Path(source).suffix.lower() in FILE_KINDS:
+        return datasets.DatasetDict({"train": read_file(path, encoding)})
+    if looks_like_path(source) or Path(source).suffix.lower() in FILE_KINDS:
         raise TunesmithError(f"data.source: file {source!r} does not exist; check the path (relative paths start from the current directory)")
+    hub_access(source, repo_type="dataset", key="data.source")  # fails at once when the hub is out of reach
     try:
         loaded = datasets.load_dataset(source, subset)
     except Exception as err:  # the hub raises many kinds; all mean the same to the user
@@ -95,30 +198,30 @@ def held_out(ds: datasets.Dataset, size: float | int, seed: int, group_column: s
         return parts["train"], parts["test"]
     import random
 
-    groups = sorted(set(ds[group_column]))
+    column = ds[group_column][:]  # [:] reads the column at once, not row by row
+    groups = sorted(set(column))
     random.Random(seed).shuffle(groups)
     want = size if isinstance(size, int) else int(round(size * len(ds)))
     chosen, count = set(), 0
     counts: dict = {}
-    for value in ds[group_column]:
+    for value in column:
         counts[value] = counts.get(value, 0) + 1
     for g in groups:
         if count >= want:
             break
         chosen.add(g)
         count += counts[g]
-    column = ds[group_column]
     eval_idx = [i for i, v in enumerate(column) if v in chosen]
     train_idx = [i for i, v in enumerate(column) if v not in chosen]
     return ds.select(train_idx), ds.select(eval_idx)
 
 
-def load_splits(data_cfg, seed: int) -> datasets.DatasetDict:
-    """The config's data -> DatasetDict with 'train' and 'eval'."""
-    dd = load_source(data_cfg.source, data_cfg.subset)
+def load_splits(data_cfg, seed: int, reads=None, notes: list[str] | None = None) -> datasets.DatasetDict:
+    """The config's data -> DatasetDict with 'train' and 'eval'. Given `reads` (what the objective reads from a
+    row, templates.reads), the rows it cannot use are dropped first and each drop is described in `notes`."""
+    dd = load_source(data_cfg.source, data_cfg.subset, data_cfg.encoding)
     if data_cfg.train_split not in dd:
         raise TunesmithError(f"data.train_split: {data_cfg.train_split!r} is not a split of {data_cfg.source!r}; it has {list(dd)}")
-    train = dd[data_cfg.train_split]
     eval_name = data_cfg.eval_split
     if eval_name is not None and eval_name not in dd:
         raise TunesmithError(f"data.eval_split: {eval_name!r} is not a split of {data_cfg.source!r}; it has {list(dd)} (remove the key for a held-out split)")
@@ -126,6 +229,9 @@ def load_splits(data_cfg, seed: int) -> datasets.DatasetDict:
         eval_name = next((s for s in ("validation", "test") if s in dd and s != data_cfg.train_split), None)
         if eval_name:
             log.info("Evaluating on the source's %r split", eval_name)
+    if reads is not None:
+        dd = usable_splits(dd, data_cfg, [data_cfg.train_split, eval_name], reads, notes if notes is not None else [])
+    train = dd[data_cfg.train_split]
     if data_cfg.group_column and data_cfg.group_column not in train.column_names:
         raise TunesmithError(f"data.group_column: {data_cfg.group_column!r} is not a column of {data_cfg.source!r}; columns are {train.column_names}")
     if eval_name:
@@ -185,3 +291,116 @@ def fingerprint(ds: datasets.Dataset) -> str:
     for batch in ds.with_format(None).iter(batch_size=4096):  # the split's rows (not the table under a selection)
         h.update(json.dumps(batch, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows an objective cannot use: nulls and unlabeled rows are dropped and counted; wrong types are errors.
+
+
+def _rows(idx: list[int]) -> str:
+    shown = ", ".join(str(i + 1) for i in idx[:5]) + (", ..." if len(idx) > 5 else "")
+    return f"row {shown}" if len(idx) == 1 else f"rows {shown}"
+
+
+def _arrow(ds: datasets.Dataset, column: str):
+    return ds.with_format("arrow")[column]
+
+
+def _type_problem(ds, where: str, column: str, expected: str, fix: str, lists_ok: bool = False) -> str | None:
+    """A column holding lists or objects where `expected` (text, a label) is: the first such row."""
+    import pyarrow.compute as pc
+
+    feature = ds.features[column]
+    if isinstance(feature, (datasets.Value, datasets.ClassLabel)):
+        return None
+    if lists_ok and isinstance(feature, datasets.List) and getattr(feature.feature, "dtype", "") in ("string", "large_string"):
+        return None
+    valid = pc.indices_nonzero(pc.is_valid(_arrow(ds, column))).to_pylist()
+    row = valid[0] if valid else 0
+    value = ds[row][column]
+    kind = "lists" if isinstance(value, list) else "objects"
+    return f"{where} column {column!r} holds {kind} where {expected} is expected (row {row + 1}: {_short(value)}); {fix}"
+
+
+def _null_rows(ds, column: str) -> list[int]:
+    import pyarrow.compute as pc
+
+    return pc.indices_nonzero(pc.is_null(_arrow(ds, column), nan_is_null=True)).to_pylist()
+
+
+def _whole_numbers(ds, column: str) -> list | None:
+    """An integer label column's values (a float column of whole numbers, as a CSV with empty cells gives, counts)."""
+    feature = ds.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return _arrow(ds, column).to_pylist()
+    dtype = getattr(feature, "dtype", "")
+    if not dtype.startswith(("int", "uint", "float")):
+        return None
+    values = _arrow(ds, column).to_pylist()
+    if dtype.startswith("float") and not all(v is None or v != v or float(v).is_integer() for v in values):
+        return None
+    return [None if v is None or v != v else int(v) for v in values]
+
+
+def _label_ids(where: str, column: str, values: list, skip: set[int]) -> list[str]:
+    """Integer labels without names are class ids 0..K-1: a value outside is a problem (its count and first row)."""
+    counts: dict[int, list[int]] = {}
+    for i, v in enumerate(values):
+        if v is not None and i not in skip:
+            counts.setdefault(v, []).append(i)
+    k = len(counts)
+    bad = [f"{v} ({len(rows)} row{'s' if len(rows) > 1 else ''}, first row {rows[0] + 1})"
+           for v, rows in sorted(counts.items()) if not 0 <= v < k]
+    if not bad:
+        return []
+    names = [str(v) for v in sorted(counts)]
+    return [f"{where} column {column!r}: integer labels are class ids 0..{k - 1} ({k} distinct values), so {', '.join(bad)} "
+            f"{'is' if len(bad) == 1 else 'are'} no class; fix the data, or name the classes by value in data.labels, e.g. "
+            f"data.labels: {names}"]
+
+
+def usable(ds: datasets.Dataset, where: str, reads, labels: list[str] | None) -> tuple[datasets.Dataset, str | None]:
+    """Drop the rows the objective cannot use and say which: a null (or missing) value in a column it reads, or an
+    integer label -1 (the datasets convention for unlabeled) unless data.labels names it. A list or object where
+    text or a label is expected, and an integer label that is no class id, are errors."""
+    text = [c for c in reads.text if c in ds.column_names]
+    label = reads.label if reads.label in ds.column_names else None
+    problems = [_type_problem(ds, where, c, "text", f"give it one string per row (join the parts), or point {reads.text[c]} at a text column",
+                              c in reads.lists) for c in text]
+    if label:
+        problems.append(_type_problem(ds, where, label, "one label", "give each row one label (classify picks one class per example)"))
+    raise_if([p for p in problems if p])
+    drop: set[int] = set()
+    notes = []
+    for column in text + ([label] if label else []):
+        idx = _null_rows(ds, column)
+        if idx:
+            notes.append(f"null or missing {'label' if column == label else 'text'} in column {column!r}: {len(idx)} ({_rows(idx)})")
+            drop.update(idx)
+    ids = _whole_numbers(ds, label) if label else None
+    if ids is not None:
+        unlabeled = [] if labels and "-1" in labels else [i for i, v in enumerate(ids) if v == -1]
+        if unlabeled:
+            notes.append(f"label -1 (unlabeled) in column {label!r}: {len(unlabeled)} ({_rows(unlabeled)})")
+            drop.update(unlabeled)
+        if not labels and not isinstance(ds.features[label], datasets.ClassLabel):
+            raise_if(_label_ids(where, label, ids, drop))
+    if drop and len(drop) == len(ds):
+        raise TunesmithError(f"{where}: none of its {len(ds)} rows is usable ({'; '.join(notes)}); fix the data, or point the config at other columns or splits")
+    note = f"dropped {len(drop)} of {len(ds)} rows of {where}: " + "; ".join(notes) if drop else None
+    if drop:
+        ds = ds.select([i for i in range(len(ds)) if i not in drop])
+    if ids is not None and getattr(ds.features[label], "dtype", "").startswith("float"):
+        ds = ds.cast_column(label, datasets.Value("int64"))  # 1.0 -> 1, so that the label reads '1'
+    return ds, note
+
+
+def usable_splits(dd: datasets.DatasetDict, data_cfg, names: list[str | None], reads, notes: list[str]) -> datasets.DatasetDict:
+    """`usable` on each named split of the source (once each); the notes say what was dropped where."""
+    out = datasets.DatasetDict(dd)
+    for name in dict.fromkeys(n for n in names if n):
+        where = data_cfg.source if len(dd) == 1 else f"{data_cfg.source} split {name!r}"
+        out[name], note = usable(dd[name], where, reads, data_cfg.labels)
+        if note:
+            notes.append(note)
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from dataclasses import dataclass, field
 
 from tunesmith.errors import TunesmithError
 
@@ -62,3 +63,37 @@ def probe_row(text: str, data_cfg) -> dict:
     """A probe string as a row: it fills every prompt field of the template (usually there is one)."""
     names = prompt_fields(data_cfg) if data_cfg.template else [data_cfg.prompt_column]
     return {**{n: text for n in names}, data_cfg.response_column: ""}
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What an objective reads from each row: text columns (column -> the config key that names it), a label
+    column, and columns that may hold a list of strings (sft reference answers). A null in any of them drops the row."""
+
+    text: dict[str, str]
+    label: str | None = None
+    lists: tuple[str, ...] = field(default=())
+
+
+def _text_reads(d) -> dict[str, str]:
+    return {f: "data.template" for f in fields(d.template)} if d.template else {d.text_column: "data.text_column"}
+
+
+def _classify_reads(d) -> Reads:
+    pair = {d.text_pair_column: "data.text_pair_column"} if d.text_pair_column else {}
+    return Reads({**_text_reads(d), **pair}, d.label_column)
+
+
+def _sft_reads(d) -> Reads:
+    text = {f: "data.template" for f in fields(d.template)} if d.template else {
+        d.prompt_column: "data.prompt_column", d.response_column: "data.response_column"}
+    return Reads(text, lists=(d.response_column,))
+
+
+READS = {"classify": _classify_reads, "causal_lm": lambda d: Reads(_text_reads(d)), "sft": _sft_reads}
+
+
+def reads(cfg) -> Reads:
+    """The columns the config's objective reads from each row (an objective not listed reads none)."""
+    make = READS.get(cfg.objective.name)
+    return make(cfg.data) if make else Reads({})

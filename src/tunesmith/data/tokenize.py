@@ -9,14 +9,42 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import datasets
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 from tunesmith.data.templates import messages_of, prompt_and_response, text_of
 
 log = logging.getLogger("tunesmith")
 IGNORE = -100
 EXTRA_COLUMNS = ["full_length"]
+PROGRESS_ROWS = 5000  # tokenizing more rows than this shows a progress bar even where the CLI hides datasets' bars
+
+
+@contextmanager
+def progress(rows: int):
+    """datasets' progress bars on for long work (the CLI turns them off so that small runs stay quiet)."""
+    import datasets
+
+    if rows <= PROGRESS_ROWS or datasets.is_progress_bar_enabled():
+        yield
+        return
+    datasets.enable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.disable_progress_bars()
+
+
+def _map(ds: Dataset, encode, batched: bool = False) -> Dataset:
+    with progress(len(ds)):
+        return ds.map(encode, batched=batched, remove_columns=ds.column_names, desc=f"tokenize {len(ds):,} examples")
+
+
+def _rows(batch: dict) -> list[dict]:
+    return [dict(zip(batch, values)) for values in zip(*batch.values())]
 
 
 def truncate(ids: list[int], max_length: int, side: str) -> list[int]:
@@ -25,39 +53,51 @@ def truncate(ids: list[int], max_length: int, side: str) -> list[int]:
     return ids[:max_length] if side == "right" else ids[-max_length:]
 
 
-def tokenize_classify(ds: datasets.Dataset, tokenizer, data_cfg, label_id) -> datasets.Dataset:
+def tokenize_classify(ds: Dataset, tokenizer, data_cfg, label_id) -> Dataset:
     """label_id maps a label column value to its id."""
     tokenizer.truncation_side = data_cfg.truncation_side
 
-    def encode(row):
-        text = text_of(row, data_cfg)
-        pair = str(row[data_cfg.text_pair_column]) if data_cfg.text_pair_column else None
-        full = tokenizer(text, pair)["input_ids"]
-        enc = tokenizer(text, pair, truncation=True, max_length=data_cfg.max_length)
-        return {**enc, "labels": label_id(row[data_cfg.label_column]), "full_length": len(full)}
+    def encode(batch):
+        rows = _rows(batch)
+        texts = [text_of(row, data_cfg) for row in rows]
+        pairs = [str(row[data_cfg.text_pair_column]) for row in rows] if data_cfg.text_pair_column else None
+        enc = tokenizer(texts, pairs, truncation=True, max_length=data_cfg.max_length)
+        full = [len(ids) for ids in enc["input_ids"]]
+        cut = [i for i, n in enumerate(full) if n >= data_cfg.max_length]  # only these may have been truncated
+        if cut:
+            whole = tokenizer([texts[i] for i in cut], [pairs[i] for i in cut] if pairs else None)["input_ids"]
+            for i, ids in zip(cut, whole):
+                full[i] = len(ids)
+        return {**enc, "labels": [label_id(row[data_cfg.label_column]) for row in rows], "full_length": full}
 
-    return ds.map(encode, remove_columns=ds.column_names, desc="tokenize")
+    return _map(ds, encode, batched=True)
 
 
-def tokenize_causal_lm(ds: datasets.Dataset, tokenizer, data_cfg) -> datasets.Dataset:
+def tokenize_causal_lm(ds: Dataset, tokenizer, data_cfg) -> Dataset:
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
-    def encode(row):
-        ids = tokenizer(text_of(row, data_cfg))["input_ids"] + eos
-        kept = ids if data_cfg.packing else truncate(ids, data_cfg.max_length, data_cfg.truncation_side)
-        return {"input_ids": kept, "attention_mask": [1] * len(kept), "labels": list(kept), "full_length": len(ids)}
+    def encode(batch):
+        out = {"input_ids": [], "attention_mask": [], "labels": [], "full_length": []}
+        for ids in tokenizer([text_of(row, data_cfg) for row in _rows(batch)])["input_ids"]:
+            ids = ids + eos
+            kept = ids if data_cfg.packing else truncate(ids, data_cfg.max_length, data_cfg.truncation_side)
+            for key, value in zip(out, (kept, [1] * len(kept), list(kept), len(ids))):
+                out[key].append(value)
+        return out
 
-    out = ds.map(encode, remove_columns=ds.column_names, desc="tokenize")
+    out = _map(ds, encode, batched=True)
     return pack(out, data_cfg.max_length) if data_cfg.packing else out
 
 
-def pack(ds: datasets.Dataset, block: int) -> datasets.Dataset:
+def pack(ds: Dataset, block: int) -> Dataset:
     """Concatenate every example and cut into blocks of `block` tokens (the last, shorter one is kept)."""
-    stream = [t for ids in ds["input_ids"] for t in ids]
+    stream = [t for ids in ds["input_ids"][:] for t in ids]
     blocks = [stream[i : i + block] for i in range(0, len(stream), block)]
     if len(blocks) > 1 and len(blocks[-1]) < block // 4:
         blocks = blocks[:-1]
-    return datasets.Dataset.from_dict({
+    from datasets import Dataset
+
+    return Dataset.from_dict({
         "input_ids": blocks,
         "attention_mask": [[1] * len(b) for b in blocks],
         "labels": [list(b) for b in blocks],
@@ -90,7 +130,7 @@ def sft_pair_ids(tokenizer, data_cfg, row: dict) -> tuple[list[int], list[int]]:
     return prompt_ids, response_ids
 
 
-def tokenize_sft(ds: datasets.Dataset, tokenizer, data_cfg) -> datasets.Dataset:
+def tokenize_sft(ds: Dataset, tokenizer, data_cfg) -> Dataset:
     def encode(row):
         prompt_ids, response_ids = sft_pair_ids(tokenizer, data_cfg, row)
         ids = prompt_ids + response_ids
@@ -99,8 +139,8 @@ def tokenize_sft(ds: datasets.Dataset, tokenizer, data_cfg) -> datasets.Dataset:
         labels = truncate(labels, data_cfg.max_length, data_cfg.truncation_side)
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "full_length": len(prompt_ids) + len(response_ids)}
 
-    out = ds.map(encode, remove_columns=ds.column_names, desc="tokenize")
-    keep = [i for i, labels in enumerate(out["labels"]) if any(t != IGNORE for t in labels)]
+    out = _map(ds, encode)
+    keep = [i for i, labels in enumerate(out["labels"][:]) if any(t != IGNORE for t in labels)]
     if len(keep) < len(out):
         log.warning("Dropped %d of %d examples: truncation to %d tokens cut their whole response (raise data.max_length or set data.truncation_side: left)",
                     len(out) - len(keep), len(out), data_cfg.max_length)
@@ -108,6 +148,6 @@ def tokenize_sft(ds: datasets.Dataset, tokenizer, data_cfg) -> datasets.Dataset:
     return out
 
 
-def model_inputs(features: datasets.Dataset) -> datasets.Dataset:
+def model_inputs(features: Dataset) -> Dataset:
     """Drop the bookkeeping columns before features reach the model."""
     return features.remove_columns([c for c in EXTRA_COLUMNS if c in features.column_names])

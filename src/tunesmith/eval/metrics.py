@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 
 def classification_metrics(labels, preds, names: list[str]) -> dict:
@@ -41,16 +40,18 @@ def batches(features, batch_size: int, collator):
         yield collator([features[i] for i in range(start, min(start + batch_size, len(features)))])
 
 
-@torch.no_grad()
 def lm_loss(model, features, collator, batch_size: int) -> dict:
     """Token-weighted mean loss over every label that is not -100, and its perplexity."""
+    import torch
+
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for batch in batches(features, batch_size, collator):
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
-        logits = model(**batch).logits.float()
+        with torch.no_grad():
+            logits = model(**batch).logits.float()
         logits = logits[:, -labels.size(1):]  # a soft prompt prepends virtual tokens: keep the input positions
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
         mask = shift_labels != -100

@@ -24,7 +24,6 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 from tunesmith.errors import TunesmithError, raise_if
@@ -40,7 +39,6 @@ CONFIG_FILE, WEIGHTS_FILE = "bottleneck_config.json", "adapter_model.safetensors
 # Output projections by family (BERT, Llama). A module that suffixes of both positions match goes to the
 # longer suffix: BERT's FFN "layer.N.output.dense" is "output.dense" but not "attention.output.dense".
 DEFAULT_TARGETS = {"attention": ["attention.output.dense", "self_attn.o_proj"], "ffn": ["output.dense", "mlp.down_proj"]}
-ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "tanh": torch.nn.Tanh, "silu": torch.nn.SiLU}
 
 
 class AdapterConfig(Section):
@@ -60,25 +58,6 @@ class AdapterConfig(Section):
     modules_to_save: list[str] | None = Field(
         None, description="Modules trained in full and saved with the adapter. A new head is added automatically."
     )
-
-
-class Bottleneck(torch.nn.Module):
-    """A projection followed by a residual bottleneck adapter on its output."""
-
-    def __init__(self, base: torch.nn.Module, hidden_size: int, bottleneck: int, activation: str):
-        super().__init__()
-        weight = next(base.parameters())
-        kw = {"device": weight.device, "dtype": weight.dtype if weight.is_floating_point() else torch.float32}
-        self.base = base
-        self.down = torch.nn.Linear(hidden_size, bottleneck, **kw)
-        self.act = ACTIVATIONS[activation]()
-        self.up = torch.nn.Linear(bottleneck, hidden_size, **kw)
-        torch.nn.init.zeros_(self.up.weight)
-        torch.nn.init.zeros_(self.up.bias)
-
-    def forward(self, x):
-        h = self.base(x)
-        return h + self.up(self.act(self.down(h)))
 
 
 def _matches(name: str, suffix: str) -> bool:
@@ -126,6 +105,8 @@ def trained_names(model, info: dict) -> list[str]:
 
 def insert(model, info: dict):
     """Wrap the modules info names, freeze everything else, make the adapters and full modules trainable."""
+    from tunesmith.methods.bottleneck import Bottleneck
+
     model.requires_grad_(False)
     for name, spec in info["modules"].items():
         model.set_submodule(name, Bottleneck(model.get_submodule(name), spec["hidden_size"], info["bottleneck"], info["activation"]))
@@ -192,9 +173,8 @@ def load(model, folder):
     if missing or unexpected or wrong:
         raise TunesmithError(f"{weights}: does not match {config.name}: missing {missing}, unexpected {unexpected}, "
                              f"wrong shapes {wrong}; save and load the adapter with the same base model")
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            params[name].copy_(tensor)
+    for name, tensor in tensors.items():
+        params[name].data.copy_(tensor)
     return model.eval()
 
 

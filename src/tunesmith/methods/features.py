@@ -30,24 +30,25 @@ import pickle
 import time
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from tunesmith.assets import cache_dir, resolve_model
-from tunesmith.data.tokenize import model_inputs
 from tunesmith.errors import TunesmithError
-from tunesmith.eval.metrics import batches
 from tunesmith.methods.peft_common import is_classifier
 from tunesmith.methods.spec import Method
 from tunesmith.schema import Section
 
+if TYPE_CHECKING:
+    import torch
+
+    from tunesmith.methods.features_model import FeatureClassifier
+
 log = logging.getLogger("tunesmith")
 
 FORMAT, CONFIG_FILE, HEAD_FILE = "tunesmith-features", "features_config.json", "head.safetensors"
-UNSEEN = -1e4  # logit of a label that never occurs in the training data: probability 0
 
 
 class FeaturesConfig(Section):
@@ -63,50 +64,14 @@ class FeaturesConfig(Section):
     cache: bool = Field(True, description="Cache the training embeddings under the tunesmith cache folder and re-use them.")
 
 
-def _head(kind: str, dim: int, num_labels: int, hidden: int) -> torch.nn.Sequential:
-    layers = [torch.nn.Linear(dim, num_labels)] if kind == "logistic" else [
-        torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, num_labels)]
-    head = torch.nn.Sequential(*layers)
-    for param in head.parameters():
-        torch.nn.init.zeros_(param)  # untrained: every label equally likely
-    return head
-
-
-class FeatureClassifier(torch.nn.Module):
-    """A frozen backbone, pooling, and a torch head holding the scikit-learn classifier's weights."""
-
-    def __init__(self, model, pooling: str, normalize: bool, classifier: str, head: torch.nn.Sequential):
-        super().__init__()
-        self.backbone = model.base_model
-        self.backbone.requires_grad_(False)
-        self.config = model.config
-        self.pooling, self.normalize, self.classifier = pooling, normalize, classifier
-        self.head = head
-
-    def embed(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state.float()
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
-        from transformers.modeling_outputs import SequenceClassifierOutput
-
-        logits = self.head(self.embed(input_ids, attention_mask, token_type_ids))
-        loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
-
-
 def apply(model, cfg: FeaturesConfig) -> FeatureClassifier:
     if not is_classifier(model) or model.base_model is model:
         raise TunesmithError(
             f"method.name: 'features' trains a classifier on the embeddings of a sequence-classification model; "
             f"got {type(model).__name__}; use objective 'classify', or method 'lora' or 'full' for this model")
-    head = _head(cfg.classifier, model.config.hidden_size, model.config.num_labels, cfg.hidden_size)
+    from tunesmith.methods.features_model import FeatureClassifier, make_head
+
+    head = make_head(cfg.classifier, model.config.hidden_size, model.config.num_labels, cfg.hidden_size)
     log.info("features: backbone frozen; a %s classifier on %s-pooled embeddings", cfg.classifier, cfg.pooling)
     return FeatureClassifier(model, cfg.pooling, cfg.normalize, cfg.classifier, head.to(model.device))
 
@@ -124,25 +89,12 @@ def cache_key(cfg, features, dtype) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-@torch.no_grad()
-def embed_all(model: FeatureClassifier, tokenizer, features, batch_size: int) -> torch.Tensor:
-    """Pooled embeddings of every example, in order; batches of similar length waste less on padding."""
-    from transformers import DataCollatorWithPadding
-
-    model.eval()
-    device = next(model.backbone.parameters()).device
-    lengths = [len(ids) for ids in features["input_ids"]]
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    chunks = [model.embed(**{k: v.to(device) for k, v in batch.items() if k != "labels"}).cpu()
-              for batch in batches(model_inputs(features).select(order), batch_size, DataCollatorWithPadding(tokenizer))]
-    stacked = torch.cat(chunks)
-    out = torch.empty_like(stacked)
-    out[torch.tensor(order)] = stacked
-    return out
-
-
 def embeddings(model: FeatureClassifier, tokenizer, features, cfg) -> tuple[torch.Tensor, int, bool]:
     """(embeddings, tokens embedded, cache hit): from the cache when it has them, else computed (and cached)."""
+    import torch
+
+    from tunesmith.methods.features_model import embed_all
+
     n = len(features)
     path = cache_dir() / "features" / f"{cache_key(cfg, features, next(model.backbone.parameters()).dtype)}.pt"
     if cfg.method.cache and path.exists():
@@ -183,26 +135,10 @@ def train_classifier(x: np.ndarray, y: np.ndarray, cfg: FeaturesConfig, seed: in
     return clf
 
 
-@torch.no_grad()
-def copy_weights(head: torch.nn.Sequential, clf, num_labels: int) -> None:
-    """Put the fitted classifier into the head so that softmax(head(x)) == clf.predict_proba(x)."""
-    if hasattr(clf, "coef_"):
-        layers = [(clf.coef_, clf.intercept_)]
-    else:  # MLPClassifier stores [in, out] matrices
-        layers = [(w.T, b) for w, b in zip(clf.coefs_, clf.intercepts_)]
-    w, b = layers[-1]
-    if w.shape[0] == 1:  # binary: sklearn keeps one logit z for classes_[1]; logits [0, z] give the same softmax
-        w, b = np.vstack([np.zeros_like(w), w]), np.concatenate([[0.0], b])
-    full_w, full_b = np.zeros((num_labels, w.shape[1])), np.full(num_labels, UNSEEN)
-    full_w[clf.classes_], full_b[clf.classes_] = w, b
-    layers[-1] = (full_w, full_b)
-    for linear, (w, b) in zip([m for m in head if isinstance(m, torch.nn.Linear)], layers):
-        linear.weight.copy_(torch.as_tensor(w))
-        linear.bias.copy_(torch.as_tensor(b))
-
-
 def fit(model: FeatureClassifier, tokenizer, prep, cfg, run_dir) -> tuple[FeatureClassifier, dict]:
     from sklearn.metrics import log_loss
+
+    from tunesmith.methods.features_model import copy_weights
 
     features = prep.features["train"]
     start = time.time()
@@ -239,6 +175,8 @@ def save(model: FeatureClassifier, folder) -> None:
 def load(base_model, folder) -> FeatureClassifier:
     from safetensors.torch import load_file
 
+    from tunesmith.methods.features_model import FeatureClassifier, make_head
+
     folder = Path(folder)
     missing = [f for f in (CONFIG_FILE, HEAD_FILE) if not (folder / f).exists()]
     if missing:
@@ -249,7 +187,7 @@ def load(base_model, folder) -> FeatureClassifier:
         raise TunesmithError(f"{folder / CONFIG_FILE}: format is {meta.get('format')!r}, expected {FORMAT!r}")
     state = load_file(str(folder / HEAD_FILE))
     kind, last = meta["classifier"], "0.weight" if meta["classifier"] == "logistic" else "2.weight"
-    head = _head(kind, state["0.weight"].shape[1], state[last].shape[0], state["0.weight"].shape[0])
+    head = make_head(kind, state["0.weight"].shape[1], state[last].shape[0], state["0.weight"].shape[0])
     head.load_state_dict(state)
     if state[last].shape[0] != base_model.config.num_labels or state["0.weight"].shape[1] != base_model.config.hidden_size:
         raise TunesmithError(f"{folder / HEAD_FILE}: head shapes {meta['layers']} do not match the base model "

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from typing import Literal
+from typing import Any, Literal
 
-import torch
 from pydantic import Field, model_validator
 
 from tunesmith.errors import TunesmithError
@@ -37,8 +36,10 @@ class FreezeConfig(Section):
         return self
 
 
-def blocks(model) -> tuple[str, torch.nn.ModuleList]:
+def blocks(model) -> tuple[str, Any]:
     """The model's stack of transformer blocks: the ModuleList holding the most parameters."""
+    import torch
+
     lists = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
     if not lists:
         raise TunesmithError(f"method.top_k_layers: {type(model).__name__} has no list of transformer blocks; use method.patterns")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
-
 from tunesmith.data.templates import fields
 from tunesmith.data.tokenize import model_inputs, tokenize_classify
+from tunesmith.errors import TunesmithError
 from tunesmith.eval.metrics import batches, classification_metrics, trainer_classification_metrics
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
@@ -58,8 +57,16 @@ def setup(cfg, dd) -> dict:
     elif hasattr(feature, "names"):  # a datasets ClassLabel column: ints with names
         names = list(feature.names)
     else:
-        names = sorted(set(label_values(dd["train"], d.label_column)))
+        names = sorted(set(label_values(dd["train"], d.label_column)), key=_label_order)
     return {"labels": names}
+
+
+def _label_order(name: str) -> tuple:
+    """Numbers in numeric order ('2' before '10'), then words in alphabetical order."""
+    try:
+        return (0, int(name), name)
+    except ValueError:
+        return (1, 0, name)
 
 
 def _label2id(task) -> dict:
@@ -69,11 +76,16 @@ def _label2id(task) -> dict:
 def label_values(ds, column) -> list[str]:
     """A label column as names (a datasets ClassLabel column holds ints with names)."""
     names = getattr(ds.features.get(column), "names", None)
-    return [names[v] if names else str(v) for v in ds[column]]
+    return [names[v] if names else str(v) for v in ds[column][:]]  # [:] reads the column at once, not row by row
 
 
 def tokenize(ds, tokenizer, cfg, task):
     label_map = _label2id(task)
+    d = cfg.data
+    unknown = sorted(set(label_values(ds, d.label_column)) - set(label_map), key=_label_order)
+    if unknown:  # e.g. `tunesmith eval RUN --data OTHER` with other labels than the run was trained on
+        raise TunesmithError(f"{d.source}: column {d.label_column!r} has labels {unknown} that the model was not trained on; "
+                             f"it knows {task['labels']}. Evaluate on data labelled with those (or rename the labels in the data)")
     names = getattr(ds.features.get(cfg.data.label_column), "names", None)
     return tokenize_classify(ds, tokenizer, cfg.data, lambda v: label_map[names[v] if names else str(v)])
 
@@ -84,14 +96,17 @@ def collator(tokenizer):
     return DataCollatorWithPadding(tokenizer)
 
 
-@torch.no_grad()
-def probabilities(model, tokenizer, features, batch_size: int = 32) -> torch.Tensor:
+def probabilities(model, tokenizer, features, batch_size: int = 32):
+    """Softmax over the labels for every example: a float tensor [examples, labels] on the CPU."""
+    import torch
+
     model.eval()
     device = next(model.parameters()).device
     out = []
     for batch in batches(model_inputs(features), batch_size, collator(tokenizer)):
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-        out.append(torch.softmax(model(**batch).logits.float(), dim=-1).cpu())
+        with torch.no_grad():
+            out.append(torch.softmax(model(**batch).logits.float(), dim=-1).cpu())
     return torch.cat(out)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from tunesmith.data.tokenize import model_inputs
+from tunesmith.modeling import resolve_bf16
 
 log = logging.getLogger("tunesmith")
 
@@ -42,7 +43,7 @@ def training_arguments(cfg, out_dir: Path, objective):
         metric_for_best_model=metric,
         greater_is_better=None if metric is None else not lower,
         logging_steps=t.logging_steps,
-        bf16=t.bf16,
+        bf16=resolve_bf16(t),  # 'auto' resolved for this machine: the Trainer args record what the run used
         use_cpu=use_cpu,
         include_num_input_tokens_seen="non_padding",
         report_to="none",

@@ -13,8 +13,6 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from tunesmith.errors import TunesmithError
-
 
 class MetricsLog(TrainerCallback):
     """Appends every Trainer log (loss, learning rate, eval metrics) to metrics.jsonl as it happens."""
@@ -63,6 +61,6 @@ def write_json(path: Path, data) -> None:
 
 
 def read_json(path: Path) -> dict:
-    if not path.exists():
-        raise TunesmithError(f"{path} does not exist; is {path.parent} a tunesmith run folder (made by `tunesmith train`)?")
-    return json.loads(path.read_text())
+    from tunesmith.runs import read_json_file
+
+    return read_json_file(path, f"; is {Path(path).parent} a tunesmith run folder (made by `tunesmith train`)?")
