@@ -107,7 +107,7 @@ def tiny_config(model: str, source: str, objective: str, method: dict | None = N
         "report": {"html": False},
     }
     if objective == "sft":
-        cfg["data"].update({"prompt_column": "question", "response_column": "answer"})
+        cfg["data"].update({"columns": {"prompt": "question", "response": "answer"}})
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value}
     return cfg

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from tunesmith.api import Run, to_device
 from tunesmith.errors import TunesmithError
-from tunesmith.modeling import load_model
+from tunesmith.generation import using_adapter
+from tunesmith.modeling import load_model, to_device
 from tunesmith.runs import (
+    Run,
     check_weights,
     commit_output,
     discard_output,
@@ -64,7 +65,8 @@ def _fit_heads(model, adapter: str, weights: dict) -> None:
 
 
 class AdapterSet:
-    """Adapters of several runs on one base model, loaded once; each call picks an adapter by name.
+    """Adapters of several runs on one base model, loaded once; each call picks an adapter by name
+    (`generation.using_adapter`: per call, under the model's lock, so threads may share one AdapterSet).
 
     >>> adapters = tunesmith.load_adapters(["runs/sentiment-lora", "runs/subjectivity-lora"])
     >>> adapters.predict(["A fine film."], adapter="subjectivity-lora")
@@ -93,19 +95,31 @@ class AdapterSet:
     def names(self) -> list[str]:
         return list(self.runs)
 
-    def _use(self, adapter: str) -> Run:
+    def _run(self, adapter: str) -> Run:
         if adapter not in self.runs:
             raise TunesmithError(f"adapter {adapter!r} is not loaded; loaded: {self.names}")
-        self.model.set_adapter(adapter)
-        run = self.runs[adapter]
-        run._model = self.model  # the run's calls now go through the shared base with this adapter active
-        return run
+        return self.runs[adapter]
 
-    def predict(self, texts, adapter: str) -> list[dict]:
-        return self._use(adapter).predict(texts)
+    def predict(self, texts, adapter: str) -> list:
+        """What the adapter's run predicts for each text (classify: label, score, probabilities)."""
+        run = self._run(adapter)
+        if run.objective.predict is None:
+            raise TunesmithError(f"predict: adapter {adapter!r} is a {run.config.objective.name} run, which predicts no labels")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        with using_adapter(self.model, adapter):  # this adapter for this call only, whatever other threads use
+            return run.objective.predict(self.model, run.tokenizer, texts, run.config, run.task)
 
     def generate(self, prompts, adapter: str, max_new_tokens: int | None = None) -> list[str]:
-        return self._use(adapter).generate(prompts, max_new_tokens=max_new_tokens)
+        """Greedy completions with the adapter's run, prompts formatted as that run was trained."""
+        from tunesmith.config import load_config
+
+        run = self._run(adapter)
+        if run.objective.model_kind != "causal_lm":
+            raise TunesmithError(f"generate: adapter {adapter!r} is a {run.config.objective.name} run, which generates no text")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        cfg = load_config(run.config, {"eval.max_new_tokens": max_new_tokens}) if max_new_tokens else run.config
+        with using_adapter(self.model, adapter):
+            return run.objective.probe(self.model, run.tokenizer, prompts, cfg, run.task)
 
 
 def load_adapters(run_dirs, trust_remote_code: bool = False) -> AdapterSet:

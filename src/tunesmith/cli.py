@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from tunesmith.cli_tables import _fmt, _print_stats, print_probes, print_side_by_side
 from tunesmith.errors import TunesmithError
 
 app = typer.Typer(help="Fine-tune pretrained language models and measure what each method bought and cost.",
@@ -67,33 +68,6 @@ TRUST_HELP = ("Let the model run the Python code that ships with it (its auto_ma
               "model.trust_remote_code alone never runs code.")
 
 
-def _fmt(v) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def print_side_by_side(results: dict, title: str = "base vs tuned") -> None:
-    base, tuned = results["base"], results["tuned"]
-    table = Table(title=title)
-    for col in ("metric", "base", "tuned", "change"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for name, b in base.items():
-        t = tuned.get(name)
-        if isinstance(b, (int, float)) and isinstance(t, (int, float)) and name not in ("eval_tokens", "generated_examples"):
-            table.add_row(name, _fmt(b), _fmt(t), f"{t - b:+.4f}")
-    console.print(table)
-
-
-def print_probes(probes: dict) -> None:
-    if not probes.get("inputs"):
-        return
-    table = Table(title="probes: before and after tuning", show_lines=True)
-    for col in ("input", "base", "tuned"):
-        table.add_column(col, overflow="fold")
-    for row in zip(probes["inputs"], probes["base"], probes["tuned"]):
-        table.add_row(*row)
-    console.print(table)
-
-
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="YAML config, e.g. configs/sentiment-lora.yaml"),
@@ -122,7 +96,7 @@ def evaluate(
     run_dir: Path = typer.Argument(..., help="A run folder written by `tunesmith train`."),
     data: Optional[str] = typer.Option(None, "--data", help="Another data source with the same columns and labels."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of the source to evaluate on."),
-    column: Optional[list[str]] = typer.Option(None, "--column", help="Column mapping ROLE=COLUMN, e.g. text=review (roles: text, text_pair, label, prompt, response)."),
+    column: Optional[list[str]] = typer.Option(None, "--column", help="ROLE=COLUMN: the column that holds one of the roles the run's objective reads, e.g. text=review or prompt=question (a wrong role is answered with the objective's roles)."),
     as_json: bool = typer.Option(False, "--json", help='Print {"base": {...}, "tuned": {...}} as JSON.'),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
@@ -130,19 +104,24 @@ def evaluate(
     _start(runs=[run_dir])
     from tunesmith import api
 
-    columns = {}
-    for item in column or []:
-        role, _, name = item.partition("=")
-        if role not in ("text", "text_pair", "label", "prompt", "response") or not name:
-            err_console.print(f"[bold red]error:[/] --column {item!r}: expected ROLE=COLUMN with ROLE one of text, text_pair, label, prompt, response")
-            raise typer.Exit(2)
-        columns[role] = name
+    columns = _run(_role_columns, run_dir, column) if column else {}
     run = _run(api.Run, run_dir, trust_remote_code=trust_remote_code)
     results = _run(run.evaluate, data=data, split=split, columns=columns or None)
     if as_json:
         print(json.dumps({"base": results["base"], "tuned": results["tuned"]}, indent=2, default=str))
     else:
-        print_side_by_side(results, title=f"{run_dir}: base vs tuned on {results['examples']} examples of {data or 'the run eval set'}")
+        print_side_by_side(results, title=f"{run_dir}: base vs tuned on {results['examples']} examples of {data or 'the run eval set'}",
+                           directions=run.objective.metric_directions)
+
+
+def _role_columns(run_dir: Path, items: list[str]) -> dict[str, str]:
+    """--column ROLE=COLUMN items -> {role: column}; the roles are those the run's objective declares."""
+    from tunesmith.config import load_config
+    from tunesmith.objectives.registry import OBJECTIVES
+    from tunesmith.objectives.roles import role_columns_option
+
+    name = load_config(run_dir / "config.yaml").objective.name
+    return role_columns_option(items, name, OBJECTIVES[name].roles)
 
 
 ADAPTER_HELP = "Another run trained on the same base; repeat for more. All adapters load onto one base model and each input runs through each adapter."
@@ -246,15 +225,6 @@ def validate(
     for note in info["dropped"]:  # rows the objective cannot use (null text or label, label -1)
         console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
     _print_stats(info["stats"])
-
-
-def _print_stats(stats: dict) -> None:
-    table = Table(title="token lengths (before truncation)")
-    for col in ("split", "examples", "min", "mean", "p50", "p95", "max", "max_length", "truncated"):
-        table.add_column(col, justify="right")
-    for split, s in stats.items():
-        table.add_row(split, *(str(s[k]) for k in ("examples", "min", "mean", "p50", "p95", "max", "max_length", "truncated")))
-    console.print(table)
 
 
 @data_app.command("preview")

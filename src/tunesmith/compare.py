@@ -24,9 +24,9 @@ from tunesmith.runs import is_finished, run_marker
 
 log = logging.getLogger("tunesmith")
 
-# The task metric shown first: the first of these that the runs report; and which way is better.
-PRIMARY = ("accuracy", "rougeL", "eval_loss")
-LOWER_IS_BETTER = {"eval_loss", "perplexity"}
+# The task metric shown first: the first of these that the runs report (which way it is better comes from the
+# runs' eval.json, see primary_metric).
+PRIMARY = ("accuracy", "rougeL", "reward_accuracy", "eval_loss")
 
 
 def variants(raw: dict, cfg: RunConfig, methods: list[str] | None) -> list[dict]:
@@ -108,7 +108,9 @@ def compare(config, methods: list[str] | None = None, *, out: str | Path | None 
         results[name] = {"error": error} if error else {}
         log.info("compare: %s %s in %.0f s", name, "failed" if error else "done", time.time() - start)
     rows = [row(name, out / "runs" / name, results[name].get("error")) for name in results]
-    summary = {"config": str(config) if isinstance(config, (str, Path)) else None, "metric": primary_metric(rows),
+    metric = primary_metric(rows)
+    summary = {"config": str(config) if isinstance(config, (str, Path)) else None, "metric": metric,
+               "direction": metric_direction(rows, metric),
                "rows": rows, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(out / "compare.json", summary)
     from tunesmith.report.compare_html import write_compare_report
@@ -131,6 +133,14 @@ def check_compare_folder(out: Path) -> None:
                              "configs/, runs/, logs/ and compare.* there, so choose a new or empty folder")
 
 
+def metric_direction(rows: list[dict], metric: str | None) -> str:
+    """'max' or 'min' for the metric, as the runs recorded it (eval.json "directions"), else the defaults."""
+    from tunesmith.eval.metrics import direction
+
+    recorded = next((r["directions"] for r in rows if r.get("directions", {}).get(metric)), None)
+    return direction(metric or "", recorded)
+
+
 def primary_metric(rows: list[dict]) -> str | None:
     present = {k for r in rows for k in r.get("tuned", {})}
     return next((m for m in PRIMARY if m in present), None)
@@ -146,7 +156,7 @@ def row(name: str, run_dir: Path, error: str | None) -> dict:
     memory = m.get("peak_memory", {})
     return {
         "name": name, "status": "ok", "method": m["method"], "run_dir": str(run_dir),
-        "base": scalars(e["base"]), "tuned": scalars(e["tuned"]),
+        "base": scalars(e["base"]), "tuned": scalars(e["tuned"]), "directions": e.get("directions", {}),
         "trainable_params": m["trainable_params"], "total_params": m["total_params"],
         "trainable_percent": m["trainable_percent"], "train_seconds": m["train_seconds"],
         "tokens_per_second": m["tokens_per_second"],

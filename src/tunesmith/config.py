@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from tunesmith.config_io import apply_overrides, parse_override, read_yaml  # noqa: F401 (re-exported)
 from tunesmith.errors import TunesmithError
 from tunesmith.methods.registry import METHODS
 from tunesmith.objectives.registry import OBJECTIVES
+from tunesmith.objectives.roles import OLD_COLUMN_KEYS, move_old_column_keys, old_key_conflict
 from tunesmith.schema import Section
 
 
@@ -55,16 +57,17 @@ class DataConfig(Section):
     group_column: str | None = Field(
         None, description="Keep rows sharing this column's value on one side of the held-out split."
     )
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    prompt_column: str = "prompt"
-    response_column: str = "response"
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="The column of each role the objective reads, {role: column}, e.g. {prompt: question, response: "
+        "answer}. A role's column defaults to the role's name; an optional role (text_pair) has none unless set. "
+        "Roles: classify text, text_pair, label; causal_lm text; sft prompt, response.",
+    )
     labels: list[str] | None = Field(None, description="Label names in id order. Default: sorted names found.")
     template: str | None = Field(
         None,
         description="Format string over column names. For sft it must end with the response placeholder, "
-        "e.g. 'Q: {question}\\nA: {answer}' with response_column: answer.",
+        "e.g. 'Q: {question}\\nA: {answer}' with columns: {response: answer}.",
     )
     format: Literal["text", "chat"] = Field(
         "text", description="'chat' renders prompt/response as messages through the tokenizer's chat template."
@@ -88,6 +91,25 @@ class DataConfig(Section):
         except LookupError:
             raise ValueError("not a text encoding Python knows; expected e.g. utf-8, latin-1, cp1252") from None
         return value
+
+    _roles: tuple | None = PrivateAttr(None)  # the objective's Role declarations, set when a RunConfig is validated
+
+    @property
+    def roles(self) -> tuple:
+        """The Role declarations of the config's objective (tunesmith.objectives.roles.Role)."""
+        return self._roles or ()
+
+    def column(self, role: str) -> str | None:
+        """The column that holds `role`: data.columns[role], else the role's own name; None for an optional role
+        that data.columns does not name."""
+        if role in self.columns:
+            return self.columns[role]
+        roles = self._roles if self._roles is not None else [r for o in OBJECTIVES.values() for r in o.roles]
+        return None if any(r.name == role and r.optional for r in roles) else role
+
+    def role_columns(self) -> dict[str, str]:
+        """{role: column} for every role of the objective that has a column."""
+        return {r.name: c for r in self.roles if (c := self.column(r.name)) is not None}
 
 
 class TrainConfig(Section):
@@ -191,67 +213,35 @@ class RunConfig(Section):
         default_factory=list, description="Method variants that `tunesmith compare` runs side by side."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_column_keys(cls, raw: Any) -> Any:
+        """data.text_column etc. (before data.columns) still load, into data.columns (objectives.roles)."""
+        data = raw.get("data") if isinstance(raw, dict) else None
+        if not isinstance(data, dict) or not any(key in data for key in OLD_COLUMN_KEYS):
+            return raw
+        name = raw["objective"].get("name") if isinstance(raw.get("objective"), dict) else None
+        name = name if isinstance(name, str) else None
+        return {**raw, "data": move_old_column_keys(data, name, OBJECTIVES[name].roles if name in OBJECTIVES else None)}
+
+    @model_validator(mode="after")
+    def _objective_roles(self) -> RunConfig:
+        self.data._roles = OBJECTIVES[self.objective.name].roles  # so that data.column(role) knows optional roles
+        return self
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
+def refresh_schema() -> None:
+    """Rebuild RunConfig's method and objective unions after a registry gained an entry (objectives.registry.register)."""
+    RunConfig.model_fields["method"].annotation = _tagged_union(METHODS)
+    RunConfig.model_fields["objective"].annotation = _tagged_union(OBJECTIVES)
+    RunConfig.model_rebuild(force=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading: YAML + overrides -> RunConfig, with every problem in one error.
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'train.learning_rate=1e-4' -> (['train', 'learning_rate'], 0.0001). Values are parsed as YAML."""
-    if "=" not in text:
-        raise TunesmithError(f"override {text!r}: expected KEY=VALUE, e.g. train.learning_rate=1e-4")
-    key, value = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise TunesmithError(f"override {text!r}: the key is empty; expected e.g. method.r=8")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
-    if isinstance(parsed, str):
-        try:  # YAML 1.1 reads '1e-4' as a string; take scientific notation as people write it.
-            parsed = float(parsed)
-        except ValueError:
-            pass
-    return parts, parsed
-
-
-def apply_overrides(raw: dict, overrides: dict[str, Any] | list[str] | None) -> dict:
-    """Set dotted keys in a nested dict (a copy): {'method.r': 8} or ['method.r=8']."""
-    import copy
-
-    raw = copy.deepcopy(raw)
-    items: list[tuple[list[str], Any]] = []
-    if isinstance(overrides, dict):
-        items = [(k.split("."), v) for k, v in overrides.items()]
-    elif overrides:
-        items = [parse_override(o) for o in overrides]
-    for parts, value in items:
-        node = raw
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
-    return raw
-
-
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise TunesmithError(f"config file {path} does not exist; pass the path to a YAML file, e.g. configs/sentiment-lora.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise TunesmithError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)}); fix the syntax") from None
-    if not isinstance(raw, dict):
-        raise TunesmithError(f"{path}: expected a mapping with sections model, data, method, objective; found {type(raw).__name__}")
-    return raw
 
 
 def load_config(
@@ -288,6 +278,7 @@ def cross_checks(cfg: RunConfig) -> list[str]:
     if reason:
         problems.append(f"method.name: {cfg.method.name!r} does not apply to objective {cfg.objective.name!r}: {reason}")
     problems += method.check(cfg)
+    problems += objective.check_config(cfg)  # data.columns roles, data options only some objectives support
     if cfg.eval.generation_metrics and objective.model_kind != "causal_lm":
         problems.append(f"eval.generation_metrics: scores generated text; objective {cfg.objective.name!r} generates none. "
                         "Remove eval.generation_metrics (classification reports accuracy, precision, recall, F1)")
@@ -309,14 +300,6 @@ def cross_checks(cfg: RunConfig) -> list[str]:
     if t.max_steps <= 0 and t.num_train_epochs <= 0:
         problems.append("train: both num_train_epochs and max_steps are 0; set train.num_train_epochs=1 or train.max_steps=100")
     d = cfg.data
-    if cfg.objective.name == "sft" and d.template and "{" + d.response_column + "}" not in d.template:
-        problems.append(f"data.template: for sft it must contain the response placeholder {{{d.response_column}}} (data.response_column); found {d.template!r}")
-    if cfg.objective.name == "sft" and d.template and not d.template.rstrip().endswith("{" + d.response_column + "}"):
-        problems.append(f"data.template: for sft the response placeholder {{{d.response_column}}} must come last, so that everything before it is the prompt")
-    if d.format == "chat" and cfg.objective.name != "sft":
-        problems.append(f"data.format: 'chat' applies to objective sft; objective {cfg.objective.name!r} reads plain text. Set data.format: text")
-    if d.packing and cfg.objective.name != "causal_lm":
-        problems.append("data.packing: only causal_lm packs raw text into blocks; remove data.packing")
     if (not 0 < d.eval_size < 1) if isinstance(d.eval_size, float) else d.eval_size < 1:
         problems.append(f"data.eval_size: found {d.eval_size}; expected a fraction between 0 and 1 (exclusive) like 0.1, "
                         "or a count of at least 1 like 1000")
@@ -327,7 +310,7 @@ def cross_checks(cfg: RunConfig) -> list[str]:
         if t.lr_scheduler_type not in schedulers:
             problems.append(f"train.lr_scheduler_type: {t.lr_scheduler_type!r} is not a transformers scheduler "
                             f"(expected one of {schedulers}){_suggest(t.lr_scheduler_type, schedulers)}")
-    problems += _extra_problems(t)
+    problems += _extra_problems(t, OBJECTIVES[cfg.objective.name].args_class)
     return problems
 
 
@@ -337,20 +320,20 @@ KNOWN_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "c
                     "warmup_stable_decay")
 
 
-def _extra_problems(t: TrainConfig) -> list[str]:
-    """train.extra keys must be TrainingArguments fields that TrainConfig does not already name."""
+def _extra_problems(t: TrainConfig, args_class) -> list[str]:
+    """train.extra keys must be fields of the objective's arguments class (transformers.TrainingArguments, or a TRL
+    objective's config class) that TrainConfig does not already name."""
     if not t.extra:
         return []
     import inspect
 
-    from transformers import TrainingArguments
-
+    cls = args_class()
     problems = []
-    accepted = set(inspect.signature(TrainingArguments).parameters)
+    accepted = set(inspect.signature(cls).parameters)
     for key in t.extra:
         if key not in accepted:
             hint = _suggest(key, accepted)
-            problems.append(f"train.extra.{key}: not a transformers.TrainingArguments field{hint}")
+            problems.append(f"train.extra.{key}: not a {cls.__module__.split('.')[0]}.{cls.__name__} field{hint}")
         if key in TrainConfig.model_fields:
             problems.append(f"train.extra.{key}: set it as train.{key} instead")
     if "resume_from_checkpoint" in t.extra:  # TrainingArguments accepts it, but Trainer.train() never reads it there
@@ -370,7 +353,9 @@ def _describe(err: ValidationError, raw: dict) -> list[str]:
                 loc = [loc[0]] + loc[2:]
         key = ".".join(loc) or "(top level)"
         kind = e["type"]
-        if kind == "extra_forbidden":
+        if kind == "extra_forbidden" and len(loc) == 2 and loc[0] == "data" and loc[1] in OLD_COLUMN_KEYS:
+            problems.append(old_key_conflict(loc[1], raw["data"]))  # left by RunConfig._old_column_keys
+        elif kind == "extra_forbidden":
             parent = _section_fields(loc[:-1], raw)
             hint = _suggest(loc[-1], parent)
             problems.append(f"{key}: unknown key{hint}; remove it or fix its spelling")

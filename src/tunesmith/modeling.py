@@ -52,11 +52,7 @@ def load_tokenizer(model_cfg, path: str | None = None, *, trust_remote_code: boo
 
 
 def load_model(model_cfg, kind: str, *, path: str | None = None, trust_remote_code: bool = False, **kwargs):
-    """Load a model for `kind` ('classify' -> sequence classification, else causal LM).
-
-    The keys the checkpoint did not provide (a new classification head) are kept on the model as
-    `tunesmith_new_keys`, so the `head` method knows what is new.
-    """
+    """Load a model for `kind` ('classify' -> sequence classification, else causal LM)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     cls = AutoModelForSequenceClassification if kind == "classify" else AutoModelForCausalLM
@@ -74,9 +70,8 @@ def load_model(model_cfg, kind: str, *, path: str | None = None, trust_remote_co
         )
     except (OSError, ValueError) as err:
         raise TunesmithError(f"model.name: could not load {path!r} as {cls.__name__} ({err})") from None
-    model.tunesmith_new_keys = sorted(info.get("missing_keys") or [])
-    if model.tunesmith_new_keys:
-        log.debug("Newly initialized (not in the checkpoint): %s", ", ".join(model.tunesmith_new_keys))
+    if info.get("missing_keys"):
+        log.debug("Newly initialized (not in the checkpoint): %s", ", ".join(sorted(info["missing_keys"])))
     return model
 
 
@@ -124,11 +119,13 @@ def suffixes(names: list[str]) -> list[str]:
 
 
 def new_modules(model) -> list[str]:
-    """Modules whose weights the checkpoint did not provide (e.g. 'classifier', 'score')."""
-    keys = getattr(model, "tunesmith_new_keys", None)
-    if keys:
-        return sorted({k.rsplit(".", 1)[0] for k in keys})
-    return [n for n in ("classifier", "score") if hasattr(model, n)]
+    """A classifier's task head: its top-level modules with weights outside the pretrained backbone (e.g. 'classifier',
+    'score', DistilBERT's 'pre_classifier'), read from the model's structure; what `head`, LoRA's modules_to_save and
+    the bottleneck adapter train in full. Empty for a causal LM (its output layer is pretrained)."""
+    if not type(model).__name__.endswith("ForSequenceClassification"):
+        return []
+    backbone = getattr(model, "base_model_prefix", "")
+    return [name for name, child in model.named_children() if name != backbone and any(True for _ in child.parameters())]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,3 +231,12 @@ def resolve_bf16(train_cfg) -> bool:
         message = f"bf16: {'on' if on else 'off'} (train.bf16: {str(on).lower()})"
     log.info("%s", message)
     return on
+
+
+def to_device(model):
+    """Move to the GPU if there is one; a quantized model was placed by from_pretrained and stays."""
+    if not getattr(model, "is_quantized", False):
+        model.to(device())
+    return model
+
+

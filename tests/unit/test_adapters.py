@@ -27,8 +27,10 @@ def test_adapters_of_two_tasks_share_one_base(tiny_bert, sentiment_file, make_co
     expected = {"sentiment": api.load_run(a.dir).predict(texts), "length": api.load_run(b.dir).predict(texts)}
 
     loads = []
-    real = api.load_model
-    monkeypatch.setattr(api, "load_model", lambda *args, **kw: loads.append(1) or real(*args, **kw))
+    from tunesmith import modeling
+
+    real = modeling.load_model
+    monkeypatch.setattr(modeling, "load_model", lambda *args, **kw: loads.append(1) or real(*args, **kw))
     adapters = tunesmith.load_adapters([a.dir, b.dir])
     for name in ("length", "sentiment", "length"):  # switch back and forth
         got = adapters.predict(texts, adapter=name)

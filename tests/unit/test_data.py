@@ -30,7 +30,7 @@ def test_csv_and_saved_folder(tmp_path):
 def test_held_out_split_is_seeded_and_groups_stay_together():
     cfg = load_config({"model": {"name": "smollm2-135m-instruct"},
                        "data": {"source": "chatterbot-qa", "group_column": "question", "eval_size": 0.2,
-                                "prompt_column": "question", "response_column": "answer"},
+                                "columns": {"prompt": "question", "response": "answer"}},
                        "method": {"name": "lora"}, "objective": {"name": "sft"}})
     a, b = load_splits(cfg.data, 1), load_splits(cfg.data, 1)
     assert a["eval"]["question"] == b["eval"]["question"]
@@ -49,8 +49,8 @@ def test_chatterbot_catalog_drops_the_corpus_repeats():
 def test_classify_data_errors(tiny_bert, sentiment_file, tmp_path, make_config):
     from tunesmith import api
 
-    cfg = make_config(tiny_bert, sentiment_file, "classify", data={"text_column": "review"})
-    with pytest.raises(TunesmithError, match=r"data.text_column: column 'review' is not in the train data"):
+    cfg = make_config(tiny_bert, sentiment_file, "classify", data={"columns": {"text": "review"}})
+    with pytest.raises(TunesmithError, match=r"data.columns.text: column 'review' is not in the train data"):
         api.validate(cfg)
     one_class = tmp_path / "one.jsonl"
     one_class.write_text("".join(f'{{"text": "t{i}", "label": "pos"}}\n' for i in range(30)))
@@ -90,7 +90,7 @@ def test_mix_adds_renamed_sources_to_training_only(qa_file, tmp_path):
     other = tmp_path / "general.jsonl"
     other.write_text("".join(json.dumps({"q": f"general {i}?", "a": f"answer {i}", "extra": i}) + "\n" for i in range(100)))
     cfg = load_config({"model": {"name": "x"}, "method": {"name": "lora"}, "objective": {"name": "sft"},
-                       "data": {"source": qa_file, "prompt_column": "question", "response_column": "answer", "eval_size": 8,
+                       "data": {"source": qa_file, "columns": {"prompt": "question", "response": "answer"}, "eval_size": 8,
                                 "mix": [{"source": str(other), "ratio": 0.5, "columns": {"q": "question", "a": "answer"}}]}})
     plain = load_splits(load_config(cfg, {"data.mix": []}).data, 42)
     dd = load_splits(cfg.data, 42)

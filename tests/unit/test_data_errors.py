@@ -128,7 +128,7 @@ def test_sft_drops_rows_without_a_prompt_or_response(qa_file, tmp_path):
     records[8].pop("question")
     data = write_jsonl(tmp_path / "qa.jsonl", records)
     cfg = load_config({"model": {"name": "x"}, "method": {"name": "lora"}, "objective": {"name": "sft"},
-                       "data": {"source": str(data), "prompt_column": "question", "response_column": "answer", "eval_size": 2}})
+                       "data": {"source": str(data), "columns": {"prompt": "question", "response": "answer"}, "eval_size": 2}})
     notes: list[str] = []
     dd = load_splits(cfg.data, 0, reads(cfg), notes)
     assert len(dd["train"]) + len(dd["eval"]) == 10  # the null category is not read, so it drops nothing
@@ -148,7 +148,7 @@ def test_mixed_label_types_name_the_column_and_lines(tiny_bert, tmp_path, make_c
 def test_text_that_is_a_list_names_the_column_and_row(tiny_bert, tmp_path, make_config):
     records = [{"text": ["part one", "part two"], "label": r["label"]} for r in rows()]
     fails(config(tmp_path, make_config, tiny_bert, write_jsonl(tmp_path / "d.jsonl", records)),
-          "column 'text' holds lists where text is expected (row 1", "data.text_column")
+          "column 'text' holds lists where text is expected (row 1", "data.columns.text")
     mixed = rows(r3={"text": {"title": "x"}, "label": "pos"})
     fails(config(tmp_path, make_config, tiny_bert, write_jsonl(tmp_path / "m.jsonl", mixed)),
           "column 'text': mixed types", "an object on line 4")

@@ -56,9 +56,11 @@ def test_method_trains_intended_parameters_and_reloads(method, objective, tiny_b
         seen["trainable"] = {n for n, p in model.named_parameters() if p.requires_grad}
         return model
 
-    monkeypatch.setattr(api, "apply_method", spy)
+    from tunesmith import pipeline
+
+    monkeypatch.setattr(pipeline, "apply_method", spy)
     run = api.train(cfg, out=tmp_path / "run")
-    after = {n: p.detach().cpu() for n, p in run._model.named_parameters()}
+    after = {n: p.detach().cpu() for n, p in run.model.named_parameters()}
     trainable, before = seen["trainable"], seen["before"]
     assert trainable == {n for n in before if INTENDED[method](n)}, f"unexpected trainable set for {method}"
     for name, old in before.items():

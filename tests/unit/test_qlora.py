@@ -15,7 +15,7 @@ def test_qlora_trains_lora_on_a_4bit_base_and_reloads(tiny_llama, qa_file, make_
 
     cfg = make_config(tiny_llama, qa_file, "sft", {"name": "qlora", "r": 4, "lora_alpha": 8}, train={"bf16": True})
     run = api.train(cfg, out=tmp_path / "run")
-    model = run._model
+    model = run.model
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()), "base is not 4-bit"
     assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
     assert run.results["tuned"]["eval_loss"] < run.results["base"]["eval_loss"]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tunesmith import api
+from tunesmith import api, pipeline
 from tunesmith.cli import app
 from tunesmith.errors import TunesmithError
 
@@ -119,7 +119,7 @@ def test_a_failing_retrain_leaves_the_old_run_untouched(trained, tiny_bert, sent
     def crash(*args, **kwargs):
         raise RuntimeError("boom in the middle of training")
 
-    monkeypatch.setattr(api, "_train_with_trainer", crash)
+    monkeypatch.setattr(pipeline, "_train_with_trainer", crash)
     with pytest.raises(RuntimeError, match="boom"):
         api.train(make_config(tiny_bert, sentiment_file, "classify"), out=run, overwrite=True)
     assert tree(run) == before
@@ -141,7 +141,7 @@ def test_overwrite_swaps_in_the_new_run(trained, tiny_bert, sentiment_file, make
 
 
 def test_a_failed_new_run_is_marked_and_reported(tiny_bert, sentiment_file, make_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(api, "_train_with_trainer", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(pipeline, "_train_with_trainer", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     run = tmp_path / "run"
     with pytest.raises(RuntimeError):
         api.train(make_config(tiny_bert, sentiment_file, "classify"), out=run)

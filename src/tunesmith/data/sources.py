@@ -10,6 +10,8 @@ from pathlib import Path
 import datasets
 
 from tunesmith.assets import hub_access, is_catalog_dataset, load_catalog_dataset, looks_like_path
+from tunesmith.data.clean import short_value as _short
+from tunesmith.data.clean import usable_splits
 from tunesmith.errors import TunesmithError, raise_if
 
 log = logging.getLogger("tunesmith")
@@ -34,11 +36,6 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
         line = data.count(b"\n", 0, err.start) + 1
         raise TunesmithError(f"{path} line {line} (byte {err.start}): not valid {encoding} text (byte 0x{data[err.start]:02x}); "
                              + _encoding_fix(path)) from None
-
-
-def _short(value) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 _KINDS = {str: "a string", int: "a number", float: "a number", bool: "true/false", list: "a list", dict: "an object"}
@@ -248,11 +245,10 @@ def load_splits(data_cfg, seed: int, reads=None, notes: list[str] | None = None)
 
 
 def used_columns(data_cfg, columns: list[str]) -> list[str]:
-    """The task's columns that the config reads (text, label, prompt, response, template fields)."""
+    """The task's columns that the config reads: its objective's roles (data.columns), template fields, messages."""
     from tunesmith.data.templates import fields
 
-    named = {data_cfg.text_column, data_cfg.text_pair_column, data_cfg.label_column, data_cfg.prompt_column,
-             data_cfg.response_column, "messages", *(fields(data_cfg.template) if data_cfg.template else [])}
+    named = {*data_cfg.role_columns().values(), "messages", *(fields(data_cfg.template) if data_cfg.template else [])}
     return [c for c in columns if c in named]
 
 
@@ -295,112 +291,3 @@ def fingerprint(ds: datasets.Dataset) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Rows an objective cannot use: nulls and unlabeled rows are dropped and counted; wrong types are errors.
-
-
-def _rows(idx: list[int]) -> str:
-    shown = ", ".join(str(i + 1) for i in idx[:5]) + (", ..." if len(idx) > 5 else "")
-    return f"row {shown}" if len(idx) == 1 else f"rows {shown}"
-
-
-def _arrow(ds: datasets.Dataset, column: str):
-    return ds.with_format("arrow")[column]
-
-
-def _type_problem(ds, where: str, column: str, expected: str, fix: str, lists_ok: bool = False) -> str | None:
-    """A column holding lists or objects where `expected` (text, a label) is: the first such row."""
-    import pyarrow.compute as pc
-
-    feature = ds.features[column]
-    if isinstance(feature, (datasets.Value, datasets.ClassLabel)):
-        return None
-    if lists_ok and isinstance(feature, datasets.List) and getattr(feature.feature, "dtype", "") in ("string", "large_string"):
-        return None
-    valid = pc.indices_nonzero(pc.is_valid(_arrow(ds, column))).to_pylist()
-    row = valid[0] if valid else 0
-    value = ds[row][column]
-    kind = "lists" if isinstance(value, list) else "objects"
-    return f"{where} column {column!r} holds {kind} where {expected} is expected (row {row + 1}: {_short(value)}); {fix}"
-
-
-def _null_rows(ds, column: str) -> list[int]:
-    import pyarrow.compute as pc
-
-    return pc.indices_nonzero(pc.is_null(_arrow(ds, column), nan_is_null=True)).to_pylist()
-
-
-def _whole_numbers(ds, column: str) -> list | None:
-    """An integer label column's values (a float column of whole numbers, as a CSV with empty cells gives, counts)."""
-    feature = ds.features[column]
-    if isinstance(feature, datasets.ClassLabel):
-        return _arrow(ds, column).to_pylist()
-    dtype = getattr(feature, "dtype", "")
-    if not dtype.startswith(("int", "uint", "float")):
-        return None
-    values = _arrow(ds, column).to_pylist()
-    if dtype.startswith("float") and not all(v is None or v != v or float(v).is_integer() for v in values):
-        return None
-    return [None if v is None or v != v else int(v) for v in values]
-
-
-def _label_ids(where: str, column: str, values: list, skip: set[int]) -> list[str]:
-    """Integer labels without names are class ids 0..K-1: a value outside is a problem (its count and first row)."""
-    counts: dict[int, list[int]] = {}
-    for i, v in enumerate(values):
-        if v is not None and i not in skip:
-            counts.setdefault(v, []).append(i)
-    k = len(counts)
-    bad = [f"{v} ({len(rows)} row{'s' if len(rows) > 1 else ''}, first row {rows[0] + 1})"
-           for v, rows in sorted(counts.items()) if not 0 <= v < k]
-    if not bad:
-        return []
-    names = [str(v) for v in sorted(counts)]
-    return [f"{where} column {column!r}: integer labels are class ids 0..{k - 1} ({k} distinct values), so {', '.join(bad)} "
-            f"{'is' if len(bad) == 1 else 'are'} no class; fix the data, or name the classes by value in data.labels, e.g. "
-            f"data.labels: {names}"]
-
-
-def usable(ds: datasets.Dataset, where: str, reads, labels: list[str] | None) -> tuple[datasets.Dataset, str | None]:
-    """Drop the rows the objective cannot use and say which: a null (or missing) value in a column it reads, or an
-    integer label -1 (the datasets convention for unlabeled) unless data.labels names it. A list or object where
-    text or a label is expected, and an integer label that is no class id, are errors."""
-    text = [c for c in reads.text if c in ds.column_names]
-    label = reads.label if reads.label in ds.column_names else None
-    problems = [_type_problem(ds, where, c, "text", f"give it one string per row (join the parts), or point {reads.text[c]} at a text column",
-                              c in reads.lists) for c in text]
-    if label:
-        problems.append(_type_problem(ds, where, label, "one label", "give each row one label (classify picks one class per example)"))
-    raise_if([p for p in problems if p])
-    drop: set[int] = set()
-    notes = []
-    for column in text + ([label] if label else []):
-        idx = _null_rows(ds, column)
-        if idx:
-            notes.append(f"null or missing {'label' if column == label else 'text'} in column {column!r}: {len(idx)} ({_rows(idx)})")
-            drop.update(idx)
-    ids = _whole_numbers(ds, label) if label else None
-    if ids is not None:
-        unlabeled = [] if labels and "-1" in labels else [i for i, v in enumerate(ids) if v == -1]
-        if unlabeled:
-            notes.append(f"label -1 (unlabeled) in column {label!r}: {len(unlabeled)} ({_rows(unlabeled)})")
-            drop.update(unlabeled)
-        if not labels and not isinstance(ds.features[label], datasets.ClassLabel):
-            raise_if(_label_ids(where, label, ids, drop))
-    if drop and len(drop) == len(ds):
-        raise TunesmithError(f"{where}: none of its {len(ds)} rows is usable ({'; '.join(notes)}); fix the data, or point the config at other columns or splits")
-    note = f"dropped {len(drop)} of {len(ds)} rows of {where}: " + "; ".join(notes) if drop else None
-    if drop:
-        ds = ds.select([i for i in range(len(ds)) if i not in drop])
-    if ids is not None and getattr(ds.features[label], "dtype", "").startswith("float"):
-        ds = ds.cast_column(label, datasets.Value("int64"))  # 1.0 -> 1, so that the label reads '1'
-    return ds, note
-
-
-def usable_splits(dd: datasets.DatasetDict, data_cfg, names: list[str | None], reads, notes: list[str]) -> datasets.DatasetDict:
-    """`usable` on each named split of the source (once each); the notes say what was dropped where."""
-    out = datasets.DatasetDict(dd)
-    for name in dict.fromkeys(n for n in names if n):
-        where = data_cfg.source if len(dd) == 1 else f"{data_cfg.source} split {name!r}"
-        out[name], note = usable(dd[name], where, reads, data_cfg.labels)
-        if note:
-            notes.append(note)
-    return out

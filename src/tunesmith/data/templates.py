@@ -24,18 +24,18 @@ def text_of(row: dict, data_cfg) -> str:
     """The text of a classify or causal_lm example."""
     if data_cfg.template:
         return render(data_cfg.template, row)
-    return str(row[data_cfg.text_column])
+    return str(row[data_cfg.column("text")])
 
 
 def sft_template(data_cfg) -> str:
     """The sft template; without one: '{prompt}\\n{response}' over the configured columns."""
-    return data_cfg.template or "{%s}\n{%s}" % (data_cfg.prompt_column, data_cfg.response_column)
+    return data_cfg.template or "{%s}\n{%s}" % (data_cfg.column("prompt"), data_cfg.column("response"))
 
 
 def split_template(data_cfg) -> tuple[str, str]:
     """'Q: {question}\\nA: {answer}' -> ('Q: {question}\\nA: ', '{answer}')."""
     template = sft_template(data_cfg)
-    cut = template.rindex("{" + data_cfg.response_column + "}")
+    cut = template.rindex("{" + data_cfg.column("response") + "}")
     return template[:cut], template[cut:]
 
 
@@ -53,7 +53,7 @@ def messages_of(row: dict, data_cfg) -> list[dict]:
     if "messages" in row and row["messages"]:
         return list(row["messages"])
     prompt, response = prompt_and_response(row, data_cfg) if data_cfg.template else (
-        str(row[data_cfg.prompt_column]), str(row[data_cfg.response_column]))
+        str(row[data_cfg.column("prompt")]), str(row[data_cfg.column("response")]))
     msgs = [{"role": "system", "content": data_cfg.system_prompt}] if data_cfg.system_prompt else []
     return msgs + [{"role": "user", "content": prompt.strip() if data_cfg.template else prompt},
                    {"role": "assistant", "content": response}]
@@ -61,8 +61,8 @@ def messages_of(row: dict, data_cfg) -> list[dict]:
 
 def probe_row(text: str, data_cfg) -> dict:
     """A probe string as a row: it fills every prompt field of the template (usually there is one)."""
-    names = prompt_fields(data_cfg) if data_cfg.template else [data_cfg.prompt_column]
-    return {**{n: text for n in names}, data_cfg.response_column: ""}
+    names = prompt_fields(data_cfg) if data_cfg.template else [data_cfg.column("prompt")]
+    return {**{n: text for n in names}, data_cfg.column("response"): ""}
 
 
 @dataclass(frozen=True)
@@ -75,25 +75,20 @@ class Reads:
     lists: tuple[str, ...] = field(default=())
 
 
-def _text_reads(d) -> dict[str, str]:
-    return {f: "data.template" for f in fields(d.template)} if d.template else {d.text_column: "data.text_column"}
-
-
-def _classify_reads(d) -> Reads:
-    pair = {d.text_pair_column: "data.text_pair_column"} if d.text_pair_column else {}
-    return Reads({**_text_reads(d), **pair}, d.label_column)
-
-
-def _sft_reads(d) -> Reads:
-    text = {f: "data.template" for f in fields(d.template)} if d.template else {
-        d.prompt_column: "data.prompt_column", d.response_column: "data.response_column"}
-    return Reads(text, lists=(d.response_column,))
-
-
-READS = {"classify": _classify_reads, "causal_lm": lambda d: Reads(_text_reads(d)), "sft": _sft_reads}
-
-
 def reads(cfg) -> Reads:
-    """The columns the config's objective reads from each row (an objective not listed reads none)."""
-    make = READS.get(cfg.objective.name)
-    return make(cfg.data) if make else Reads({})
+    """The columns the config's objective reads from each row, from the roles it declares (Objective.roles, which
+    cfg.data.roles holds): a data.template's fields stand for its templated roles (text, or prompt and response)."""
+    d = cfg.data
+    text = {f: "data.template" for f in fields(d.template)} if d.template else {}
+    label, lists = None, []
+    for role in d.roles:
+        column = d.column(role.name)
+        if column is None:
+            continue
+        if role.lists:
+            lists.append(column)
+        if role.kind == "label":
+            label = column
+        elif role.kind == "text" and not (d.template and role.templated):
+            text.setdefault(column, f"data.columns.{role.name}")
+    return Reads(text, label, tuple(lists))

@@ -60,7 +60,8 @@ def tokenize_classify(ds: Dataset, tokenizer, data_cfg, label_id) -> Dataset:
     def encode(batch):
         rows = _rows(batch)
         texts = [text_of(row, data_cfg) for row in rows]
-        pairs = [str(row[data_cfg.text_pair_column]) for row in rows] if data_cfg.text_pair_column else None
+        pair = data_cfg.column("text_pair")
+        pairs = [str(row[pair]) for row in rows] if pair else None
         enc = tokenizer(texts, pairs, truncation=True, max_length=data_cfg.max_length)
         full = [len(ids) for ids in enc["input_ids"]]
         cut = [i for i, n in enumerate(full) if n >= data_cfg.max_length]  # only these may have been truncated
@@ -68,7 +69,7 @@ def tokenize_classify(ds: Dataset, tokenizer, data_cfg, label_id) -> Dataset:
             whole = tokenizer([texts[i] for i in cut], [pairs[i] for i in cut] if pairs else None)["input_ids"]
             for i, ids in zip(cut, whole):
                 full[i] = len(ids)
-        return {**enc, "labels": [label_id(row[data_cfg.label_column]) for row in rows], "full_length": full}
+        return {**enc, "labels": [label_id(row[data_cfg.column("label")]) for row in rows], "full_length": full}
 
     return _map(ds, encode, batched=True)
 

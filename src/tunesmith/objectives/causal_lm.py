@@ -6,8 +6,9 @@ from typing import Literal
 
 from tunesmith.data.templates import fields, text_of
 from tunesmith.data.tokenize import tokenize_causal_lm
-from tunesmith.eval.generate import generate
+from tunesmith.generation import generate
 from tunesmith.objectives import lm
+from tunesmith.objectives.roles import Role, check_columns, plain_text_only
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 
@@ -19,10 +20,17 @@ class CausalLMConfig(Section):
     sample_prompt_tokens: int = 24  # samples continue the first N tokens of held-out texts
 
 
+ROLES = (Role("text", templated=True, help="the raw text to learn (or data.template over several columns)"),)
+
+
+def check_config(cfg) -> list[str]:
+    return check_columns(cfg, ROLES) + plain_text_only(cfg)
+
+
 def check(cfg, dd, tokenizer) -> list[str]:
     d = cfg.data
-    needed = fields(d.template) if d.template else [d.text_column]
-    return [f"data.{'template' if d.template else 'text_column'}: column {c!r} is not in the {split} data of {d.source!r}; columns are {ds.column_names}"
+    needed = fields(d.template) if d.template else [d.column("text")]
+    return [f"data.{'template' if d.template else 'columns.text'}: column {c!r} is not in the {split} data of {d.source!r}; columns are {ds.column_names}"
             for split, ds in dd.items() for c in needed if c not in ds.column_names]
 
 
@@ -55,7 +63,9 @@ def probe(model, tokenizer, texts, cfg, task) -> list[str]:
 
 OBJECTIVE = Objective(
     name="causal_lm", config_cls=CausalLMConfig, model_kind="causal_lm", metric_names=lm.METRICS,
+    roles=ROLES, check_config=check_config,
     best_metric="eval_loss", check=check, setup=lambda cfg, dd: {}, tokenize=tokenize,
     collator=lm.collator, evaluate=evaluate, probe=probe,
     summary="raw text, next-token prediction (loss, perplexity)",
+    metric_directions=lm.DIRECTIONS,
 )

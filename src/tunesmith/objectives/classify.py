@@ -8,6 +8,7 @@ from tunesmith.data.templates import fields
 from tunesmith.data.tokenize import model_inputs, tokenize_classify
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.metrics import batches, classification_metrics, trainer_classification_metrics
+from tunesmith.objectives.roles import Role, check_columns, no_packing, plain_text_only
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 
@@ -18,12 +19,23 @@ class ClassifyConfig(Section):
     name: Literal["classify"]
 
 
+ROLES = (
+    Role("text", templated=True, help="the text to classify (or data.template over several columns)"),
+    Role("text_pair", optional=True, help="a second text read with the first, e.g. for entailment or paraphrase"),
+    Role("label", kind="label", help="the class: a name, or a class id"),
+)
+
+
+def check_config(cfg) -> list[str]:
+    return check_columns(cfg, ROLES) + plain_text_only(cfg) + no_packing(cfg)
+
+
 def _needed_columns(data_cfg) -> list[tuple[str, str]]:
     cols = [(f"data.template field {{{f}}}", f) for f in fields(data_cfg.template)] if data_cfg.template else [
-        ("data.text_column", data_cfg.text_column)]
-    if data_cfg.text_pair_column:
-        cols.append(("data.text_pair_column", data_cfg.text_pair_column))
-    return cols + [("data.label_column", data_cfg.label_column)]
+        ("data.columns.text", data_cfg.column("text"))]
+    if data_cfg.column("text_pair"):
+        cols.append(("data.columns.text_pair", data_cfg.column("text_pair")))
+    return cols + [("data.columns.label", data_cfg.column("label"))]
 
 
 def check(cfg, dd, tokenizer) -> list[str]:
@@ -35,29 +47,30 @@ def check(cfg, dd, tokenizer) -> list[str]:
                 problems.append(f"{key}: column {col!r} is not in the {split} data of {d.source!r}; columns are {ds.column_names}")
     if problems:
         return problems
-    train_labels = sorted(set(label_values(dd["train"], d.label_column)))
+    label = d.column("label")
+    train_labels = sorted(set(label_values(dd["train"], label)))
     if len(train_labels) < 2:
-        problems.append(f"data.label_column: {d.label_column!r} has a single class {train_labels} in the training data; classification needs at least two")
+        problems.append(f"data.columns.label: {label!r} has a single class {train_labels} in the training data; classification needs at least two")
     if d.labels:
-        unknown = sorted({v for ds in dd.values() for v in label_values(ds, d.label_column)} - set(d.labels))
+        unknown = sorted({v for ds in dd.values() for v in label_values(ds, label)} - set(d.labels))
         if unknown:
             problems.append(f"data.labels: the data has labels {unknown} that data.labels {d.labels} does not list; add them")
     else:
-        unseen = sorted(set(label_values(dd["eval"], d.label_column)) - set(train_labels))
+        unseen = sorted(set(label_values(dd["eval"], label)) - set(train_labels))
         if unseen:
-            problems.append(f"data.label_column: the eval data has labels {unseen} that never occur in training; fix the data or list every label in data.labels")
+            problems.append(f"data.columns.label: the eval data has labels {unseen} that never occur in training; fix the data or list every label in data.labels")
     return problems
 
 
 def setup(cfg, dd) -> dict:
     d = cfg.data
-    feature = dd["train"].features.get(d.label_column)
+    feature = dd["train"].features.get(d.column("label"))
     if d.labels:
         names = list(d.labels)
     elif hasattr(feature, "names"):  # a datasets ClassLabel column: ints with names
         names = list(feature.names)
     else:
-        names = sorted(set(label_values(dd["train"], d.label_column)), key=_label_order)
+        names = sorted(set(label_values(dd["train"], d.column("label"))), key=_label_order)
     return {"labels": names}
 
 
@@ -82,11 +95,12 @@ def label_values(ds, column) -> list[str]:
 def tokenize(ds, tokenizer, cfg, task):
     label_map = _label2id(task)
     d = cfg.data
-    unknown = sorted(set(label_values(ds, d.label_column)) - set(label_map), key=_label_order)
+    label = d.column("label")
+    unknown = sorted(set(label_values(ds, label)) - set(label_map), key=_label_order)
     if unknown:  # e.g. `tunesmith eval RUN --data OTHER` with other labels than the run was trained on
-        raise TunesmithError(f"{d.source}: column {d.label_column!r} has labels {unknown} that the model was not trained on; "
+        raise TunesmithError(f"{d.source}: column {label!r} has labels {unknown} that the model was not trained on; "
                              f"it knows {task['labels']}. Evaluate on data labelled with those (or rename the labels in the data)")
-    names = getattr(ds.features.get(cfg.data.label_column), "names", None)
+    names = getattr(ds.features.get(label), "names", None)
     return tokenize_classify(ds, tokenizer, cfg.data, lambda v: label_map[names[v] if names else str(v)])
 
 
@@ -119,8 +133,9 @@ def predict(model, tokenizer, texts: list[str], cfg, task) -> list[dict]:
     """Label and probability of each text (templates apply as in training)."""
     import datasets
 
-    rows = {c: list(texts) for _, c in _needed_columns(cfg.data) if c != cfg.data.label_column}
-    rows[cfg.data.label_column] = [task["labels"][0]] * len(texts)
+    label = cfg.data.column("label")
+    rows = {c: list(texts) for _, c in _needed_columns(cfg.data) if c != label}
+    rows[label] = [task["labels"][0]] * len(texts)
     features = tokenize_classify(datasets.Dataset.from_dict(rows), tokenizer, cfg.data, _label2id(task).__getitem__)
     probs = probabilities(model, tokenizer, features, cfg.train.per_device_eval_batch_size)
     return [{"label": task["labels"][int(p.argmax())], "score": float(p.max()),
@@ -138,8 +153,11 @@ def model_kwargs(task) -> dict:
 
 OBJECTIVE = Objective(
     name="classify", config_cls=ClassifyConfig, model_kind="classify",
+    roles=ROLES, check_config=check_config,
     metric_names=frozenset({"accuracy", "precision", "recall", "f1", "loss"}), best_metric="accuracy",
     check=check, setup=setup, tokenize=tokenize, collator=collator, evaluate=evaluate, probe=probe,
     model_kwargs=model_kwargs, compute_metrics=lambda task: trainer_classification_metrics(task["labels"]),
     summary="labels from the data (accuracy, precision, recall, F1)",
+    metric_directions={"accuracy": "max", "precision": "max", "recall": "max", "f1": "max", "loss": "min"},
+    predict=predict,
 )

@@ -6,13 +6,15 @@ from __future__ import annotations
 import logging
 
 from tunesmith.data.tokenize import model_inputs
-from tunesmith.eval.generate import generate
 from tunesmith.eval.metrics import lm_loss
 from tunesmith.eval.textgen import generation_metrics
+from tunesmith.generation import generate
 
 log = logging.getLogger("tunesmith")
 
 METRICS = frozenset({"eval_loss", "perplexity", "loss"})
+DIRECTIONS = {"eval_loss": "min", "perplexity": "min", "loss": "min", "rouge1": "max", "rouge2": "max", "rougeL": "max",
+              "bleu": "max", "chrf": "max", "exact_match": "max"}
 
 
 def collator(tokenizer):

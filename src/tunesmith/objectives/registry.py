@@ -6,3 +6,13 @@ from tunesmith.objectives import causal_lm, classify, sft
 from tunesmith.objectives.spec import Objective
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (classify.OBJECTIVE, causal_lm.OBJECTIVE, sft.OBJECTIVE)}
+
+
+def register(objective: Objective) -> Objective:
+    """Add an objective defined outside this package (a plugin, a test): it becomes a valid `objective.name` in
+    configs, with its own config class, checks, trainer and metrics."""
+    OBJECTIVES[objective.name] = objective
+    from tunesmith.config import refresh_schema
+
+    refresh_schema()
+    return objective

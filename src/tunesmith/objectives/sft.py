@@ -6,8 +6,9 @@ from typing import Literal
 
 from tunesmith.data.templates import fields, probe_row, prompt_and_response, sft_template
 from tunesmith.data.tokenize import sft_prompt_ids, tokenize_sft
-from tunesmith.eval.generate import generate
+from tunesmith.generation import generate
 from tunesmith.objectives import lm
+from tunesmith.objectives.roles import Role, check_columns, no_packing
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 
@@ -16,6 +17,27 @@ class SFTConfig(Section):
     """Instruction / supervised tuning through a prompt template or the tokenizer's chat template."""
 
     name: Literal["sft"]
+
+
+ROLES = (  # data.format: chat also reads a row's own `messages` column (a list of {role, content}) when it has one
+    Role("prompt", templated=True, help="what the model is given (or data.template's part before the response)"),
+    Role("response", templated=True, lists=True, help="what it learns to answer; a list of strings: several "
+         "reference answers (generation metrics score against each)"),
+)
+
+
+def check_config(cfg) -> list[str]:
+    """Roles, no packing, and a data.template that ends with the response placeholder (what precedes it is the prompt)."""
+    d = cfg.data
+    problems = check_columns(cfg, ROLES) + no_packing(cfg)
+    placeholder = "{" + d.column("response") + "}"
+    if d.template and placeholder not in d.template:
+        problems.append(f"data.template: for sft it must contain the response placeholder {placeholder} "
+                        f"(the column of data.columns.response); found {d.template!r}")
+    elif d.template and not d.template.rstrip().endswith(placeholder):
+        problems.append(f"data.template: for sft the response placeholder {placeholder} must come last, so that "
+                        "everything before it is the prompt")
+    return problems
 
 
 def check(cfg, dd, tokenizer) -> list[str]:
@@ -29,7 +51,7 @@ def check(cfg, dd, tokenizer) -> list[str]:
         needed = fields(sft_template(d))
         for c in needed:
             if c not in ds.column_names:
-                key = "data.template" if d.template else ("data.prompt_column" if c == d.prompt_column else "data.response_column")
+                key = "data.template" if d.template else ("data.columns.prompt" if c == d.column("prompt") else "data.columns.response")
                 problems.append(f"{key}: column {c!r} is not in the {split} data of {d.source!r}; columns are {ds.column_names}")
     return problems
 
@@ -55,7 +77,7 @@ def reference(row, cfg) -> str:
 
 def references(row, cfg) -> str | list[str]:
     """What generation metrics score against: the reference, or every answer of a list-valued response column."""
-    value = row.get(cfg.data.response_column)
+    value = row.get(cfg.data.column("response"))
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return value
     return reference(row, cfg)
@@ -68,7 +90,9 @@ def probe(model, tokenizer, texts, cfg, task) -> list[str]:
 
 OBJECTIVE = Objective(
     name="sft", config_cls=SFTConfig, model_kind="causal_lm", metric_names=lm.METRICS,
+    roles=ROLES, check_config=check_config,
     best_metric="eval_loss", check=check, setup=lambda cfg, dd: {}, tokenize=tokenize,
     collator=lm.collator, evaluate=evaluate, probe=probe,
     summary="prompt -> response, loss on the response (loss, perplexity, samples)",
+    metric_directions=lm.DIRECTIONS,
 )

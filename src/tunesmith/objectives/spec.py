@@ -22,3 +22,43 @@ class Objective:
     model_kwargs: Callable[[dict], dict] = field(default=lambda task: {})
     compute_metrics: Callable[[dict], Any] | None = None  # (task) -> Trainer compute_metrics
     summary: str = ""
+    # The seams for objectives that train differently (TRL's trainers), each with today's behaviour as default:
+    # (model, tokenizer, prepared, cfg, run_dir, callbacks) -> an object with .train(), .state and .model, such as a
+    # transformers.Trainer or a TRL trainer. `prepared.data` holds the raw splits, `prepared.features` the tokenized
+    # ones (tokenized on first use), so a trainer that tokenizes for itself can take the raw text.
+    build_trainer: Callable[..., Any] = field(default=lambda *args: _default_trainer(*args))
+    # The TrainingArguments class its trainer takes (a TRL objective: its config class, e.g. trl.RewardConfig);
+    # `train` is turned into it, and train.extra is checked against its fields. Imported only when needed.
+    args_class: Callable[[], type] = field(default=lambda: _training_arguments())
+    # Which way each of its metrics is better ("max" or "min"); read by best-model selection, reports, compare and
+    # the CLI through eval.json. Metrics it does not list follow tunesmith.eval.metrics.DIRECTIONS.
+    metric_directions: dict[str, str] = field(default_factory=dict)
+    # What a finished run of this objective answers: predict(model, tokenizer, texts, cfg, task) -> one result per
+    # text (labels and probabilities, generations); score(model, tokenizer, rows, cfg, task) -> one float per row
+    # (a reward model's score). None: the objective answers no such question, and Run says so.
+    predict: Callable[..., list] | None = None
+    score: Callable[..., list[float]] | None = None
+    # The columns it reads, as tunesmith.objectives.roles.Role declarations (text, label, prompt, response...);
+    # data.columns maps each role to a column, which defaults to the role's name (an optional role's to none).
+    roles: tuple = ()
+    # (cfg) -> problems with the config that only this objective knows of (unknown roles in data.columns, options it
+    # does not support), each naming the key; cross_checks collects them the way it collects Method.check's.
+    check_config: Callable[[Any], list[str]] = field(default=lambda cfg: [])
+
+    def direction(self, metric: str) -> str:
+        """'max' or 'min': which way `metric` (with or without the eval_ prefix) is better for this objective."""
+        from tunesmith.eval.metrics import direction
+
+        return direction(metric, self.metric_directions)
+
+
+def _default_trainer(*args):
+    from tunesmith.objectives.trainer import build_trainer
+
+    return build_trainer(*args)
+
+
+def _training_arguments() -> type:
+    from transformers import TrainingArguments
+
+    return TrainingArguments

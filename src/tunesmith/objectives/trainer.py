@@ -1,11 +1,11 @@
-"""The transformers.Trainer that classify, causal_lm and sft share: our code only configures it."""
+"""The default trainer (transformers.Trainer, for classify, causal_lm and sft) and the training arguments every
+trainer shares: the config's `train` section turned into the objective's TrainingArguments class (a TRL objective's
+config class subclasses it), with train.extra passed through. Our code only configures them."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import torch
 
 from tunesmith.data.tokenize import model_inputs
 from tunesmith.modeling import resolve_bf16
@@ -13,14 +13,14 @@ from tunesmith.modeling import resolve_bf16
 log = logging.getLogger("tunesmith")
 
 
-def training_arguments(cfg, out_dir: Path, objective):
-    from transformers import TrainingArguments
+def training_arguments(cfg, out_dir: Path, objective, **more):
+    """objective.args_class() built from cfg.train (+ `more`, an objective's own settings, + train.extra)."""
+    import torch
 
     t = cfg.train
     use_cpu = t.use_cpu or not torch.cuda.is_available()
     metric = (t.metric_for_best_model or objective.best_metric) if t.load_best_model_at_end else None
-    lower = metric is not None and metric.removeprefix("eval_") in ("loss", "eval_loss", "perplexity")
-    return TrainingArguments(
+    return objective.args_class()(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=t.num_train_epochs,
         max_steps=t.max_steps,
@@ -41,27 +41,30 @@ def training_arguments(cfg, out_dir: Path, objective):
         save_only_model=True,
         load_best_model_at_end=t.load_best_model_at_end,
         metric_for_best_model=metric,
-        greater_is_better=None if metric is None else not lower,
+        greater_is_better=None if metric is None else objective.direction(metric) == "max",
         logging_steps=t.logging_steps,
         bf16=resolve_bf16(t),  # 'auto' resolved for this machine: the Trainer args record what the run used
         use_cpu=use_cpu,
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
+        **more,
         **t.extra,
     )
 
 
-def build_trainer(model, tokenizer, features, cfg, objective, task, out_dir: Path, callbacks=()):
+def build_trainer(model, tokenizer, prep, cfg, out_dir: Path, callbacks=()):
+    """Objective.build_trainer's default: a transformers.Trainer on the tokenized splits."""
     from transformers import Trainer
 
+    objective, task = prep.objective, prep.task
     compute_metrics = objective.compute_metrics(task) if objective.compute_metrics else None
     use_eval = cfg.train.eval_strategy != "no"
     return Trainer(
         model=model,
         args=training_arguments(cfg, out_dir, objective),
-        train_dataset=model_inputs(features["train"]),
-        eval_dataset=model_inputs(features["eval"]) if use_eval else None,
+        train_dataset=model_inputs(prep.features["train"]),
+        eval_dataset=model_inputs(prep.features["eval"]) if use_eval else None,
         data_collator=objective.collator(tokenizer),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,

@@ -7,23 +7,18 @@ from pathlib import Path
 
 from jinja2 import Environment
 
+from tunesmith.eval.metrics import direction
 from tunesmith.report import plots
 from tunesmith.report.runlog import read_json, read_metrics
+from tunesmith.report.style import CSS
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tunesmith comparison: {{ name }}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
-table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
-th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
-td:first-child, th:first-child { text-align: left; } th { background: #f3f3f3; }
-.best { background: #dcfce7; font-weight: 600; } .failed { color: #b42318; text-align: left; }
-img { max-width: 100%; border: 1px solid #eee; } .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
-</style></head><body>
+<style>{{ css | safe }}</style></head><body>
 <h1>{{ name }}</h1>
 <p>Same data, seed and budget for every run; task metric <b>{{ metric }}</b> ({{ "higher" if higher else "lower" }} is better).
 The best value in each column is marked.</p>
-<table><tr>{% for c in columns %}<th>{{ c.title }}</th>{% endfor %}</tr>
+<table class="numbers"><tr>{% for c in columns %}<th>{{ c.title }}</th>{% endfor %}</tr>
 {% for r in rows %}<tr>{% if r.status == "ok" %}{% for c in columns %}<td class="{{ 'best' if r.name in best.get(c.key, []) else '' }}">{{ r.cells[c.key] }}</td>{% endfor %}
 {% else %}<td>{{ r.name }}</td><td class="failed" colspan="{{ columns|length - 1 }}">failed: {{ r.error }}</td>{% endif %}</tr>
 {% endfor %}</table>
@@ -50,7 +45,7 @@ def write_compare_report(out: Path) -> Path:
     out = Path(out)
     summary = read_json(out / "compare.json")
     metric, rows = summary["metric"], summary["rows"]
-    higher = metric not in ("eval_loss", "perplexity")
+    higher = (summary.get("direction") or direction(metric or "")) == "max"
     ok = [r for r in rows if r["status"] == "ok"]
     for r in ok:
         r["metric"], r["base_metric"] = r["tuned"].get(metric), r["base"].get(metric)
@@ -77,6 +72,7 @@ def write_compare_report(out: Path) -> Path:
     ]
     images = [(title, base64.b64encode(p.read_bytes()).decode()) for title, p in made if p]
     html = Environment(autoescape=True).from_string(TEMPLATE).render(
+        css=CSS,
         name=out.name, metric=metric, higher=higher, rows=rows, columns=columns, best=best, images=images)
     path = out / "compare.html"
     path.write_text(html, encoding="utf-8")

@@ -9,19 +9,13 @@ from jinja2 import Environment
 
 from tunesmith.report import plots
 from tunesmith.report.runlog import read_json, read_metrics
+from tunesmith.report.style import CSS
 
 MEMORY_NAMES = {"peak_rss_mb": "process RSS", "peak_cuda_mb": "CUDA allocated"}
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tunesmith run: {{ name }}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 64rem; color: #222; }
-table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
-th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } .better { color: #1a7f37; font-weight: 600; } .worse { color: #b42318; }
-img { max-width: 100%; border: 1px solid #eee; } pre { white-space: pre-wrap; margin: 0; }
-.plots { display: flex; flex-wrap: wrap; gap: 1rem; }
-</style></head><body>
+<style>{{ css | safe }}</style></head><body>
 <h1>{{ name }}</h1>
 <p>{{ manifest.model }} · method <b>{{ manifest.method }}</b> · objective <b>{{ manifest.objective }}</b> ·
 {{ manifest.train_examples }} training / {{ manifest.eval_examples }} eval examples · seed {{ manifest.seed }}</p>
@@ -66,7 +60,6 @@ on the same seeded questions.</p>
 </body></html>
 """
 
-LOWER_IS_BETTER = {"eval_loss", "perplexity", "loss"}
 COUNTS = {"eval_tokens", "generated_examples"}  # sizes of what was measured, not metrics: no row
 
 
@@ -74,14 +67,17 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def metric_rows(base: dict, tuned: dict) -> list[dict]:
+def metric_rows(base: dict, tuned: dict, directions: dict | None = None) -> list[dict]:
+    """Base vs tuned per metric; better/worse by the directions the run recorded (eval.json), else the defaults."""
+    from tunesmith.eval.metrics import direction
+
     rows = []
     for name, b in base.items():
         t = tuned.get(name)
         if not isinstance(b, (int, float)) or not isinstance(t, (int, float)) or name in COUNTS:
             continue
         delta = t - b
-        good = (delta < 0) if name in LOWER_IS_BETTER else (delta > 0)
+        good = (delta < 0) if direction(name, directions) == "min" else (delta > 0)
         rows.append({"name": name, "base": _fmt(b), "tuned": _fmt(t), "delta": f"{delta:+.4f}",
                      "cls": "better" if good else ("worse" if delta else "")})
     return rows
@@ -113,8 +109,9 @@ def write_report(run_dir: Path) -> Path:
                for s, t in zip(ev["base"].get("samples", []), ev["tuned"].get("samples", []))]
     mem = manifest.get("peak_memory", {})
     html = Environment(autoescape=True).from_string(TEMPLATE).render(
+        css=CSS,
         name=run_dir.name, manifest={**manifest, "peak_memory": ", ".join(f"{v:,.0f} MB {MEMORY_NAMES.get(k, k)}" for k, v in mem.items())},
-        metric_rows=metric_rows(ev["base"], ev["tuned"]), images=images, probes=probes, samples=samples,
+        metric_rows=metric_rows(ev["base"], ev["tuned"], ev.get("directions")), images=images, probes=probes, samples=samples,
         forgetting=forgetting_rows(ev.get("forgetting") or {}),
         config=(run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else "",
     )

@@ -1,0 +1,256 @@
+"""The training recipe, top to bottom: prepare the data, measure the base model, apply the method, train through
+the objective's trainer, measure the tuned model the same way, save, and write the run folder (manifest.json last).
+Also the shared data preparation (validate, preview, train and eval all go through `Prepared`) and evaluating a
+finished run on other data."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.config import RunConfig, load_config
+from tunesmith.data.inspect import length_stats
+from tunesmith.data.sources import fingerprint, load_splits
+from tunesmith.errors import TunesmithError, raise_if
+from tunesmith.eval import benchmarks
+from tunesmith.methods.registry import METHODS, apply_method
+from tunesmith.modeling import (
+    count_parameters,
+    device,
+    ensure_pad_token,
+    load_model,
+    load_tokenizer,
+    to_device,
+)
+from tunesmith.objectives.registry import OBJECTIVES
+from tunesmith.report.html import write_report
+from tunesmith.report.runlog import MetricsLog, peak_memory_mb, versions, write_json
+from tunesmith.runs import (
+    OutputPlan,
+    Run,
+    commit_output,
+    discard_output,
+    read_json_file,
+    run_marker,
+    start_manifest,
+)
+
+log = logging.getLogger("tunesmith")
+
+
+class Prepared:
+    """Config, tokenizer, raw splits, task facts and features, checked together."""
+
+    def __init__(self, cfg: RunConfig, tokenizer=None, task: dict | None = None, trust_remote_code: bool = False,
+                 announce: bool = True):
+        from tunesmith.data.templates import reads
+
+        self.cfg = cfg
+        self.objective = OBJECTIVES[cfg.objective.name]
+        self.tokenizer = tokenizer or load_tokenizer(cfg.model, trust_remote_code=trust_remote_code)
+        ensure_pad_token(self.tokenizer)
+        self.dropped: list[str] = []  # rows the objective cannot use (null text or label, label -1), per split
+        self.data = load_splits(cfg.data, cfg.train.seed, reads(cfg), self.dropped)
+        for note in self.dropped if announce else []:
+            log.warning("%s", note)
+        raise_if(self.objective.check(cfg, self.data, self.tokenizer), source="data")
+        self.task = task if task is not None else self.objective.setup(cfg, self.data)
+        if cfg.eval.max_examples and cfg.eval.max_examples < len(self.data["eval"]):
+            self.data["eval"] = self.data["eval"].shuffle(seed=cfg.train.seed).select(range(cfg.eval.max_examples))
+        self.features = Features(self)
+
+    def stats(self) -> dict:
+        return {split: length_stats(self.features[split], self.cfg.data.max_length) for split in self.data}
+
+
+class Features(dict):
+    """The tokenized splits, each tokenized on first use (an objective whose trainer takes raw text never pays for
+    tokenizing its training split)."""
+
+    def __init__(self, prep: Prepared):
+        super().__init__()
+        self.prep = prep
+
+    def __missing__(self, split: str):
+        p = self.prep
+        value = self[split] = p.objective.tokenize(p.data[split], p.tokenizer, p.cfg, p.task)
+        return value
+
+
+
+
+def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: bool = False) -> Run:
+    """Train `cfg` into plan.stage and swap it in as plan.target when it has finished (see tunesmith.runs)."""
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)
+    prep = Prepared(cfg, trust_remote_code=trust_remote_code)
+    forget_tasks = benchmarks.load_tasks(cfg.eval.forgetting) if cfg.eval.forgetting else []  # fail before training
+    method = METHODS[cfg.method.name]
+    set_seed(cfg.train.seed)
+    model = load_model(cfg.model, prep.objective.model_kind, trust_remote_code=trust_remote_code,
+                       **prep.objective.model_kwargs(prep.task), **method.load_kwargs(cfg.method))
+    ensure_pad_token(prep.tokenizer, model)
+    to_device(model)
+
+    stage = plan.stage
+    stage.mkdir(parents=True, exist_ok=True)
+    (stage / "config.yaml").write_text(cfg.to_yaml())
+    write_json(stage / "manifest.json", start_manifest(model=cfg.model.name, method=cfg.method.name,
+                                                       objective=cfg.objective.name, seed=cfg.train.seed))
+    try:
+        model = _train_and_record(model, prep, forget_tasks, cfg, stage, bf16)
+    except BaseException as err:
+        _failed(plan, err)
+        raise
+    return Run(commit_output(plan), trust_remote_code=trust_remote_code, model=model, tokenizer=prep.tokenizer)
+
+
+def _failed(plan, err: BaseException) -> None:
+    """A run that stops with an error: beside an old run, the new one is dropped (the old stays as it was);
+    a new folder keeps what it has, marked failed, so that every command says it did not finish."""
+    if plan.swaps:
+        discard_output(plan)
+        log.warning("The new run failed; %s is unchanged", plan.target)
+        return
+    path = plan.stage / "manifest.json"
+    manifest = run_marker(plan.stage) or {}
+    manifest.update(status="failed" if isinstance(err, Exception) else "interrupted", error=f"{type(err).__name__}: {err}"[:2000],
+                    stopped=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_json(path, manifest)
+
+
+def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig, run_dir: Path, bf16: bool):
+    """Measure the base, train, measure the tuned model, save; manifest.json is written last."""
+    tok, task = prep.tokenizer, prep.task
+    method = METHODS[cfg.method.name]
+    log.info("Evaluating the base model on %d examples", len(prep.data["eval"]))
+    base = _measure(model, prep, cfg)
+    base_forget = _base_forgetting_scores(model, tok, forget_tasks, cfg)
+
+    model = apply_method(model, cfg.method)
+    params = count_parameters(model)
+    log.info("Trainable parameters: %s of %s (%.4f%%)", f"{params['trainable_params']:,}", f"{params['total_params']:,}", params["trainable_percent"])
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.time()
+    if method.fit:  # a method that trains without a Trainer (features)
+        model, stats = method.fit(model, tok, prep, cfg, run_dir)
+    else:
+        model, stats = _train_with_trainer(model, tok, prep, cfg, run_dir)
+    train_seconds = time.time() - start
+
+    tuned = _measure(model, prep, cfg)
+    tuned_forget = _forgetting_scores(model, tok, forget_tasks, cfg, "tuned model")
+
+    weights_dir = run_dir / method.saves
+    (method.save or _save_pretrained)(model, weights_dir)
+    tok.save_pretrained(weights_dir)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+    forgetting = {"forgetting": benchmarks.forgetting(base_forget, tuned_forget)} if forget_tasks else {}
+    directions = {m: prep.objective.direction(m) for m in {**base["metrics"], **tuned["metrics"]}
+                  if isinstance(base["metrics"].get(m, tuned["metrics"].get(m)), (int, float))}
+    write_json(run_dir / "eval.json", {"base": base["metrics"], "tuned": tuned["metrics"], "directions": directions,
+                                        "probes": {"inputs": cfg.eval.probes, "base": base["probes"], "tuned": tuned["probes"]},
+                                        **forgetting})
+    tokens = stats["tokens_seen"]
+    manifest = {
+        **(run_marker(run_dir) or {}),
+        "saved": weights_dir.name, "task": task,
+        "train_examples": len(prep.data["train"]), "eval_examples": len(prep.data["eval"]),
+        "data_fingerprint": {split: fingerprint(ds) for split, ds in prep.data.items()},
+        **params, "train_seconds": round(train_seconds, 2), "train_steps": stats["train_steps"],
+        "train_loss": stats["train_loss"], "tokens_seen": tokens,
+        "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else 0.0,
+        "peak_memory": peak_memory_mb(), "device": str(device()), "bf16": bf16, "versions": versions(),
+    }
+    write_json(run_dir / "manifest.json", manifest)  # the report reads it
+    if cfg.report.html:
+        write_report(run_dir)
+    write_json(run_dir / "manifest.json", {**manifest, "status": "finished", "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return model
+
+
+def _measure(model, prep: Prepared, cfg: RunConfig, probes: bool = True) -> dict:
+    """The objective's metrics on the eval set and its probes' outputs: the same for the base and the tuned model
+    (before and after training, and when a finished run is evaluated again)."""
+    objective, tok, task = prep.objective, prep.tokenizer, prep.task
+    metrics = objective.evaluate(model, tok, prep.data["eval"], prep.features["eval"], cfg, task)
+    probes = objective.probe(model, tok, cfg.eval.probes, cfg, task) if probes and cfg.eval.probes else []
+    return {"metrics": metrics, "probes": probes}
+
+
+def _train_with_trainer(model, tok, prep, cfg, run_dir: Path) -> tuple[Any, dict]:
+    """The objective's trainer (transformers.Trainer by default, a TRL trainer for the objectives that own one)."""
+    trainer = prep.objective.build_trainer(model, tok, prep, cfg, run_dir, [MetricsLog(run_dir / "metrics.jsonl")])
+    result = trainer.train()
+    return trainer.model, {"train_steps": trainer.state.global_step, "train_loss": result.training_loss,
+                           "tokens_seen": int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)}
+
+
+def _forgetting_scores(model, tok, tasks: list, cfg: RunConfig, what: str) -> dict:
+    """eval.forgetting benchmarks on the model as it is now (base before tuning, tuned after)."""
+    if not tasks:
+        return {}
+    return benchmarks.run_benchmarks(model, tok, tasks, limit=cfg.eval.forgetting_limit, shots=cfg.eval.forgetting_shots,
+                                     batch_size=cfg.train.per_device_eval_batch_size, what=what)
+
+
+def _base_forgetting_scores(model, tok, tasks: list, cfg: RunConfig) -> dict:
+    """The base model's forgetting scores, cached on disk: every run of a comparison shares one base, so it is
+    scored once (key: model, dtype, quantization, tasks and their files, limit, shots)."""
+    import hashlib
+    import json
+
+    from tunesmith.assets import cache_dir, resolve_model
+
+    if not tasks:
+        return {}
+    files = [Path(t) for t in cfg.eval.forgetting]
+    key = json.dumps([str(resolve_model(cfg.model.name)), cfg.model.revision, cfg.model.dtype,
+                      sorted(METHODS[cfg.method.name].load_kwargs(cfg.method)), cfg.eval.forgetting,
+                      [(f.stat().st_size, f.stat().st_mtime) for f in files if f.is_file()],
+                      cfg.eval.forgetting_limit, cfg.eval.forgetting_shots, benchmarks.SEED, versions()["tunesmith"]])
+    path = cache_dir() / "bench" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+    if path.exists():
+        try:
+            scores = read_json_file(path)
+            log.info("Forgetting: re-using the base model's scores from %s", path)
+            return scores
+        except TunesmithError as err:
+            log.warning("Forgetting: ignoring a damaged cache file (%s); scoring the base model again", err)
+    scores = _forgetting_scores(model, tok, tasks, cfg, "base model")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, scores)
+    return scores
+
+
+def _save_pretrained(model, folder: Path) -> None:
+    model.save_pretrained(folder)
+
+
+def evaluate_run(run: Run, data: str | None = None, split: str | None = None, columns: dict[str, str] | None = None) -> dict:
+    """Base and tuned model of a run on its eval set, or on another source (roles mapped by `columns`)."""
+    cfg = run.config
+    if data or split or columns:
+        changes: dict[str, Any] = {f"data.columns.{role}": col for role, col in (columns or {}).items()}
+        if data:  # the whole chosen split of another source is the eval set
+            from tunesmith.data.sources import load_source
+
+            splits = list(load_source(data))
+            chosen = split or next((s for s in ("validation", "test") if s in splits), splits[0])
+            changes.update({"data.source": data, "data.subset": None, "data.eval_split": chosen, "data.train_split": chosen,
+                            "data.eval_size": 0.1, "data.train_size": None, "data.group_column": None})
+        elif split:
+            changes["data.eval_split"] = split
+        cfg = load_config(cfg, changes)
+    prep = Prepared(cfg, tokenizer=run.tokenizer, task=run.task)
+    base = _measure(run.load_base(), prep, cfg, probes=False)
+    tuned = _measure(run.model, prep, cfg, probes=False)
+    return {"base": base["metrics"], "tuned": tuned["metrics"], "examples": len(prep.data["eval"])}
