@@ -64,7 +64,7 @@ def test_trainable_count_matches_closed_form_and_only_adapters_train(case, after
     per_adapter = D * b + b + b * D + D  # down weight + bias, up weight + bias
     trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
     assert sum(trainable.values()) == 2 * len(after) * per_adapter + head  # 2 layers x len(after) insertions
-    modules = model.tunesmith_adapter["modules"]
+    modules = adapter.layout(model)["modules"]
     assert sorted(m["after"] for m in modules.values()) == sorted(after * 2)
     assert all(("attention." in n or "self_attn." in n) == (m["after"] == "attention") for n, m in modules.items())
     for name in trainable:

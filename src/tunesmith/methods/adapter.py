@@ -109,12 +109,34 @@ def insert(model, info: dict):
 
     model.requires_grad_(False)
     for name, spec in info["modules"].items():
-        model.set_submodule(name, Bottleneck(model.get_submodule(name), spec["hidden_size"], info["bottleneck"], info["activation"]))
+        model.set_submodule(name, Bottleneck(model.get_submodule(name), spec["hidden_size"], info["bottleneck"],
+                                             info["activation"], spec["after"]))
     params = dict(model.named_parameters(remove_duplicate=False))
     for name in trained_names(model, info):
         params[name].requires_grad_(True)
-    model.tunesmith_adapter = info
     return model
+
+
+def layout(model) -> dict:
+    """The adapter layout of a model with bottleneck adapters (what bottleneck_config.json holds), read off the model
+    itself: its Bottleneck modules, and the modules outside them whose parameters all train (trained in full)."""
+    from tunesmith.methods.bottleneck import Bottleneck
+
+    wrapped = {n: m for n, m in model.named_modules() if isinstance(m, Bottleneck)}
+    if not wrapped:
+        raise TunesmithError("adapter: the model has no bottleneck adapters to save; apply the 'adapter' method first")
+    modules = {n: {"after": m.after, "hidden_size": m.down.in_features} for n, m in wrapped.items()}
+    inside, full = tuple(f"{n}." for n in wrapped), []
+    for name, module in model.named_modules():  # parents come before their children: the topmost trainable modules
+        if not name or name in wrapped or name.startswith(inside) or name.startswith(tuple(f"{f}." for f in full)):
+            continue
+        params = list(module.parameters())
+        if params and all(p.requires_grad for p in params):
+            full.append(name)
+    first = next(iter(wrapped.values()))
+    return {"format": FORMAT, "version": VERSION, "bottleneck": first.down.out_features,
+            "after": list(dict.fromkeys(m["after"] for m in modules.values())), "activation": first.activation,
+            "modules": modules, "trained_in_full": full}
 
 
 def apply(model, cfg: AdapterConfig):
@@ -136,9 +158,7 @@ def apply(model, cfg: AdapterConfig):
 def save(model, folder) -> None:
     from safetensors.torch import save_file
 
-    info = getattr(model, "tunesmith_adapter", None)
-    if info is None:
-        raise TunesmithError("adapter: the model has no bottleneck adapters to save; apply the 'adapter' method first")
+    info = layout(model)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")

@@ -10,8 +10,9 @@ ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "tanh": torch.nn.Ta
 class Bottleneck(torch.nn.Module):
     """A projection followed by a residual bottleneck adapter on its output."""
 
-    def __init__(self, base: torch.nn.Module, hidden_size: int, bottleneck: int, activation: str):
+    def __init__(self, base: torch.nn.Module, hidden_size: int, bottleneck: int, activation: str, after: str):
         super().__init__()
+        self.activation, self.after = activation, after  # what it is, so the saved layout is read off the model
         weight = next(base.parameters())
         kw = {"device": weight.device, "dtype": weight.dtype if weight.is_floating_point() else torch.float32}
         self.base = base
