@@ -140,6 +140,7 @@ def export(run_dir, out, *, merge: bool = False, overwrite: bool = False, trust_
     if merge and not folds and run.manifest["saved"] != "model":
         raise TunesmithError(f"export --merge: a {run.config.method.name!r} run is saved in its own format ({saved.name}/), "
                              "not as a PEFT adapter; export without --merge")
+    existed = plan.target.exists()
     try:
         if folds:  # onto a full-precision base (a QLoRA adapter too)
             base = load_model(run.config.model, run.objective.model_kind, trust_remote_code=trust_remote_code,
@@ -156,6 +157,8 @@ def export(run_dir, out, *, merge: bool = False, overwrite: bool = False, trust_
         discard_output(plan)
         if not plan.swaps:  # the folder was absent or empty before: leave it so
             shutil.rmtree(plan.target, ignore_errors=True)
+            if existed:
+                plan.target.mkdir()
         raise
     commit_output(plan)
     if folds:

@@ -221,6 +221,8 @@ def commit_output(plan: OutputPlan) -> Path:
     if not plan.swaps:
         return plan.target
     old = plan.target.with_name(f"{plan.target.name}.old-{os.getpid()}")
+    while old.exists():  # never rename onto a folder that happens to carry that name
+        old = old.with_name(old.name + "-")
     os.replace(plan.target, old)
     os.replace(plan.stage, plan.target)
     shutil.rmtree(old, ignore_errors=True)
