@@ -109,8 +109,8 @@ class AdapterSet:
         with using_adapter(self.model, adapter):  # this adapter for this call only, whatever other threads use
             return run.objective.predict(self.model, run.tokenizer, texts, run.config, run.task)
 
-    def generate(self, prompts, adapter: str, max_new_tokens: int | None = None) -> list[str]:
-        """Greedy completions with the adapter's run, prompts formatted as that run was trained."""
+    def generate(self, prompts, adapter: str, max_new_tokens: int | None = None, **options) -> list[str]:
+        """Completions with the adapter's run, prompts formatted as that run was trained; options as `Run.generate`."""
         from tunesmith.config import load_config
 
         run = self._run(adapter)
@@ -119,7 +119,7 @@ class AdapterSet:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         cfg = load_config(run.config, {"eval.max_new_tokens": max_new_tokens}) if max_new_tokens else run.config
         with using_adapter(self.model, adapter):
-            return run.objective.probe(self.model, run.tokenizer, prompts, cfg, run.task)
+            return run.objective.probe(self.model, run.tokenizer, prompts, cfg, run.task, **options)
 
 
 def load_adapters(run_dirs, trust_remote_code: bool = False) -> AdapterSet:

@@ -171,23 +171,32 @@ def generate(
     run_dir: Path = typer.Argument(..., help="A causal_lm or sft run folder."),
     prompts: list[str] = typer.Argument(..., help="Prompts (formatted with the run's template or chat format)."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0: greedy (the default); above 0: sampled."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the smallest set of tokens with this much probability."),
+    n: int = typer.Option(1, "--n", help="Completions per prompt (with --temperature above 0 they differ)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, prompts and options: same samples."),
+    stop: Optional[list[str]] = typer.Option(None, "--stop", help="A string that ends a completion (repeatable)."),
     adapter: Optional[list[Path]] = typer.Option(None, "--adapter", help=ADAPTER_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
-    """Complete prompts with a run's tuned model (per adapter with --adapter)."""
+    """Complete prompts with a run's tuned model (per adapter with --adapter); greedy unless --temperature."""
     _start(runs=[run_dir, *(adapter or [])])
     from tunesmith import api
 
+    options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "n": n, "seed": seed,
+               "stop": stop or ()}
     adapters = _adapter_set(run_dir, adapter, trust_remote_code)
     if adapters is None:
         run = _run(api.Run, run_dir, trust_remote_code=trust_remote_code)
-        outputs = {"": _run(run.generate, prompts, max_new_tokens=max_new_tokens)}
+        outputs = {"": _run(run.generate, prompts, **options)}
     else:
-        outputs = {f"[{n}] ": _run(adapters.generate, prompts, adapter=n, max_new_tokens=max_new_tokens) for n in adapters.names}
+        outputs = {f"[{a}] ": _run(adapters.generate, prompts, adapter=a, **options) for a in adapters.names}
     for i, prompt in enumerate(prompts):
         console.print(f"[bold]{prompt}[/]", highlight=False)
         for name, texts in outputs.items():
-            console.print(f"{name}{texts[i]}", highlight=False, markup=False)
+            for k in range(n):
+                sample = f"({k + 1}) " if n > 1 else ""
+                console.print(f"{name}{sample}{texts[i * n + k]}", highlight=False, markup=False)
         console.print()
 
 

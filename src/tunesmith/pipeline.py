@@ -134,6 +134,9 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
     base_forget = _base_forgetting_scores(model, tok, forget_tasks, cfg)
 
     model = apply_method(model, cfg.method)
+    scratch = run_dir / "scratch"  # what the method keeps from the untrained model for `save`; removed after saving
+    if method.start:
+        method.start(model, cfg.method, scratch)
     params = count_parameters(model)
     log.info("Trainable parameters: %s of %s (%.4f%%)", f"{params['trainable_params']:,}", f"{params['total_params']:,}", params["trainable_percent"])
     if torch.cuda.is_available():
@@ -149,9 +152,10 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
     tuned_forget = _forgetting_scores(model, tok, forget_tasks, cfg, "tuned model")
 
     weights_dir = run_dir / method.saves
-    (method.save or _save_pretrained)(model, weights_dir)
+    (method.save or _save_pretrained)(model, weights_dir, scratch)
     tok.save_pretrained(weights_dir)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
 
     forgetting = {"forgetting": benchmarks.forgetting(base_forget, tuned_forget)} if forget_tasks else {}
     directions = {m: prep.objective.direction(m) for m in {**base["metrics"], **tuned["metrics"]}
@@ -231,7 +235,7 @@ def _base_forgetting_scores(model, tok, tasks: list, cfg: RunConfig) -> dict:
     return scores
 
 
-def _save_pretrained(model, folder: Path) -> None:
+def _save_pretrained(model, folder: Path, scratch: Path | None = None) -> None:
     model.save_pretrained(folder)
 
 

@@ -49,6 +49,12 @@ def test_generate_command(tiny_llama, qa_file, make_config, tmp_path):
     result = runner.invoke(app, ["generate", str(run.dir), "What is AI?", "--max-new-tokens", "3"])
     assert result.exit_code == 0, result.output
     assert "What is AI?" in result.output
+    sampled = ["generate", str(run.dir), "What is AI?", "--max-new-tokens", "4", "--temperature", "1.5", "--n", "3", "--seed", "7"]
+    first, again = runner.invoke(app, sampled), runner.invoke(app, sampled)
+    assert first.exit_code == 0, first.output
+    assert "(3) " in first.output and first.output == again.output  # n samples, reproducible with a seed
+    assert run.generate("What is AI?", max_new_tokens=4, temperature=1.5, n=3, seed=7) == \
+        run.generate(["What is AI?"], max_new_tokens=4, temperature=1.5, n=3, seed=7)
 
 
 def test_assets_lists_catalog():

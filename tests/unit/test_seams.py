@@ -35,6 +35,7 @@ def test_no_file_over_400_lines_and_no_objective_name_checks_outside_objectives(
         assert text.count("\n") <= 400, f"{path.relative_to(SRC)} has {text.count(chr(10))} lines"
         if "objectives" not in path.parts:
             assert "objective.name ==" not in text and "objective.name !=" not in text, path
+        assert "model.tunesmith_" not in text and "getattr(model, \"tunesmith_" not in text, path  # no side channels
 
 
 def test_reading_a_config_imports_no_heavy_library():

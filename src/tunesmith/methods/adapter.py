@@ -155,7 +155,7 @@ def apply(model, cfg: AdapterConfig):
     return insert(model, info)
 
 
-def save(model, folder) -> None:
+def save(model, folder, scratch=None) -> None:
     from safetensors.torch import save_file
 
     info = layout(model)

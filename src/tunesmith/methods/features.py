@@ -158,7 +158,7 @@ def fit(model: FeatureClassifier, tokenizer, prep, cfg, run_dir) -> tuple[Featur
     return model, {"train_steps": n_iter, "train_loss": loss, "tokens_seen": tokens}
 
 
-def save(model: FeatureClassifier, folder) -> None:
+def save(model: FeatureClassifier, folder, scratch=None) -> None:
     from safetensors.torch import save_file
 
     folder = Path(folder)

@@ -40,5 +40,5 @@ def apply(model, cfg: IA3Config):
     return wrap(model, config)
 
 
-METHOD = Method(name="ia3", config_cls=IA3Config, apply=apply, saves="adapter", mergeable=True,
+METHOD = Method(name="ia3", config_cls=IA3Config, apply=apply, saves="adapter", peft=True, mergeable=True,
                 summary="learned rescaling of keys, values and FFN (PEFT IA3)", learning_rate=5e-3)

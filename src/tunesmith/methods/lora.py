@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -92,28 +91,33 @@ def apply(model, cfg: LoraConfig):
         use_dora=cfg.name == "dora",
         init_lora_weights=cfg.init_lora_weights,
     )
-    model = wrap(model, config)
-    if str(cfg.init_lora_weights).startswith(MOVES_BASE):
-        # Keep the initial adapter (as a zero-init LoRA) so the trained one can be saved for the original base.
-        initial = Path(tempfile.mkdtemp(prefix="tunesmith-init-")) / "initial"
-        model.peft_config["default"].init_lora_weights = True
-        model.save_pretrained(initial)
-        model.peft_config["default"].init_lora_weights = cfg.init_lora_weights
-        model.tunesmith_initial_adapter = str(initial)
-        log.info("%s: %s moved the base weights; the adapter will be saved converted for the original base",
-                 cfg.name, cfg.init_lora_weights)
-    return model
+    return wrap(model, config)
 
 
-def save(model, folder: Path) -> None:
-    initial = getattr(model, "tunesmith_initial_adapter", None)
-    if not initial:
+INITIAL = "initial-adapter"  # in the scratch folder: the adapter as initialized, when the initialization moved the base
+
+
+def start(model, cfg: LoraConfig, scratch: Path) -> None:
+    """Keep the initial adapter (as a zero-init LoRA) when the initialization moved the base weights, so `save`
+    can convert the trained adapter back to one for the original base."""
+    if not str(cfg.init_lora_weights).startswith(MOVES_BASE):
+        return
+    model.peft_config["default"].init_lora_weights = True
+    model.save_pretrained(Path(scratch) / INITIAL)
+    model.peft_config["default"].init_lora_weights = cfg.init_lora_weights
+    log.info("%s: %s moved the base weights; the adapter will be saved converted for the original base",
+             cfg.name, cfg.init_lora_weights)
+
+
+def save(model, folder: Path, scratch: Path | None = None) -> None:
+    initial = Path(scratch) / INITIAL if scratch else None
+    if initial is None or not initial.is_dir():
         model.save_pretrained(folder)
         return
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
-    model.save_pretrained(folder, path_initial_model_for_weight_conversion=initial)
+    model.save_pretrained(folder, path_initial_model_for_weight_conversion=str(initial))
     # PEFT 0.21's conversion keeps only lora_A/lora_B and drops the rest (modules_to_save such as a new
     # classifier head, trained biases): put those back, unchanged, so the adapter is complete.
     path = Path(folder) / "adapter_model.safetensors"
@@ -154,9 +158,9 @@ def qlora_load_kwargs(cfg: QLoraConfig) -> dict:
     return {"quantization_config": quant, "device_map": {"": 0}}
 
 
-LORA = Method(name="lora", config_cls=LoraConfig, apply=apply, save=save, saves="adapter", mergeable=True,
+LORA = Method(name="lora", config_cls=LoraConfig, apply=apply, start=start, save=save, saves="adapter", peft=True, mergeable=True,
               summary="low-rank adapters (PEFT)")
-DORA = Method(name="dora", config_cls=DoraConfig, apply=apply, save=save, saves="adapter", mergeable=True,
+DORA = Method(name="dora", config_cls=DoraConfig, apply=apply, start=start, save=save, saves="adapter", peft=True, mergeable=True,
               summary="weight-decomposed low-rank adapters (PEFT use_dora)")
-QLORA = Method(name="qlora", config_cls=QLoraConfig, apply=apply, save=save, saves="adapter", mergeable=True,
+QLORA = Method(name="qlora", config_cls=QLoraConfig, apply=apply, start=start, save=save, saves="adapter", peft=True, mergeable=True,
                check=check_qlora, load_kwargs=qlora_load_kwargs, summary="LoRA on a 4-bit base (bitsandbytes, CUDA)")

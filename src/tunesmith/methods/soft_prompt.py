@@ -82,7 +82,7 @@ def apply_prefix(model, cfg: PrefixConfig):
     return wrap(model, config)
 
 
-PROMPT = Method(name="prompt", config_cls=PromptConfig, apply=apply_prompt, saves="adapter",
+PROMPT = Method(name="prompt", config_cls=PromptConfig, apply=apply_prompt, saves="adapter", peft=True,
                 summary="soft prompt: trainable virtual tokens (PEFT prompt tuning)", learning_rate=1e-2)
-PREFIX = Method(name="prefix", config_cls=PrefixConfig, apply=apply_prefix, saves="adapter",
+PREFIX = Method(name="prefix", config_cls=PrefixConfig, apply=apply_prefix, saves="adapter", peft=True,
                 summary="trainable key/value prefixes in every layer (PEFT prefix tuning)", learning_rate=1e-2)

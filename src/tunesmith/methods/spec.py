@@ -5,6 +5,8 @@ saves it with `save_pretrained`. The optional hooks cover the methods that diffe
 - `check`: problems known before anything loads (qlora needs a CUDA GPU);
 - `load_kwargs`: extra `from_pretrained` arguments for the base model (qlora's 4-bit quantization);
 - `fit`: trains without a Trainer (features: a scikit-learn classifier on frozen embeddings);
+- `start`: keeps what `save` needs from the freshly applied, untrained model in a scratch folder (LoRA with a
+  PiSSA/OLoRA initialization keeps its initial adapter there, to save the trained one for the original base);
 - `save` / `load`: a saved format other than PEFT's or transformers' (bottleneck adapters, features).
 """
 
@@ -33,7 +35,9 @@ class Method:
     check: Callable[[Any], list[str]] = _no_problems  # (RunConfig) -> problems, each naming the key and the fix
     load_kwargs: Callable[[Any], dict] = _no_kwargs  # (method_config) -> extra from_pretrained kwargs for the base
     fit: Callable[..., tuple[Any, dict]] | None = None  # (model, tokenizer, prepared, cfg, run_dir) -> (model, stats)
-    save: Callable[[Any, Any], None] | None = None  # (model, folder); default model.save_pretrained(folder)
+    start: Callable[[Any, Any, Any], None] | None = None  # (applied model, method_config, scratch folder)
+    save: Callable[..., None] | None = None  # (model, folder, scratch folder); default model.save_pretrained(folder)
     load: Callable[[Any, Any], Any] | None = None  # (base model, folder) -> tuned model
+    peft: bool = False  # saves a plain PEFT adapter (adapter_config.json) that `peft` loads with no tunesmith code
     mergeable: bool = False  # `tunesmith export --merge` can fold it into the base weights
     learning_rate: float = 2e-4  # a usual rate for the method; `compare` uses it for a method the config does not tune

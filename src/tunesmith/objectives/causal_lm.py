@@ -57,8 +57,8 @@ def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
                        [gen_prompts[i] for i in kept], [gen_refs[i] for i in kept])
 
 
-def probe(model, tokenizer, texts, cfg, task) -> list[str]:
-    return generate(model, tokenizer, [tokenizer(t)["input_ids"] for t in texts], cfg.eval.max_new_tokens)
+def probe(model, tokenizer, texts, cfg, task, **options) -> list[str]:
+    return generate(model, tokenizer, [tokenizer(t)["input_ids"] for t in texts], cfg.eval.max_new_tokens, **options)
 
 
 OBJECTIVE = Objective(

@@ -142,7 +142,7 @@ def predict(model, tokenizer, texts: list[str], cfg, task) -> list[dict]:
              "probs": {n: float(v) for n, v in zip(task["labels"], p)}} for p in probs]
 
 
-def probe(model, tokenizer, texts, cfg, task) -> list[str]:
+def probe(model, tokenizer, texts, cfg, task, **options) -> list[str]:  # options are generation's: unused here
     return [f"{p['label']} ({p['score']:.2f})" for p in predict(model, tokenizer, texts, cfg, task)]
 
 

@@ -83,9 +83,9 @@ def references(row, cfg) -> str | list[str]:
     return reference(row, cfg)
 
 
-def probe(model, tokenizer, texts, cfg, task) -> list[str]:
+def probe(model, tokenizer, texts, cfg, task, **options) -> list[str]:
     prompts = [sft_prompt_ids(tokenizer, cfg.data, probe_row(t, cfg.data)) for t in texts]
-    return generate(model, tokenizer, prompts, cfg.eval.max_new_tokens)
+    return generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, **options)
 
 
 OBJECTIVE = Objective(

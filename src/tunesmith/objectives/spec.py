@@ -18,7 +18,7 @@ class Objective:
     tokenize: Callable[..., Any]  # (Dataset, tokenizer, cfg, task) -> features
     collator: Callable[..., Any]  # (tokenizer) -> data collator
     evaluate: Callable[..., dict]  # (model, tokenizer, raw eval, features, cfg, task) -> metrics (+ samples)
-    probe: Callable[..., list[str]]  # (model, tokenizer, texts, cfg, task) -> readable outputs
+    probe: Callable[..., list[str]]  # (model, tokenizer, texts, cfg, task, **generation options) -> readable outputs
     model_kwargs: Callable[[dict], dict] = field(default=lambda task: {})
     compute_metrics: Callable[[dict], Any] | None = None  # (task) -> Trainer compute_metrics
     summary: str = ""

@@ -71,7 +71,7 @@ class Run:
     @property
     def is_peft_adapter(self) -> bool:
         """Saved in PEFT's layout (adapter_config.json + adapter_model.safetensors), loadable with plain PEFT."""
-        return self.method.saves == "adapter" and self.method.load is None
+        return self.method.peft
 
     @property
     def model(self):
@@ -129,8 +129,9 @@ class Run:
                                  "a reward model run does")
         return self.objective.score(self.model, self.tokenizer, list(rows), self.config, self.task)
 
-    def generate(self, prompts: list[str] | str, max_new_tokens: int | None = None) -> list[str]:
-        """causal_lm / sft runs: greedy completions, prompts formatted as in training."""
+    def generate(self, prompts: list[str] | str, max_new_tokens: int | None = None, **options) -> list[str]:
+        """causal_lm / sft runs: completions of prompts formatted as in training; greedy unless options say otherwise
+        (`tunesmith.generation.complete`'s: temperature, top_p, top_k, stop, n, seed; n per prompt, prompt-major)."""
         from tunesmith.config import load_config
 
         if self.objective.model_kind != "causal_lm":
@@ -138,7 +139,7 @@ class Run:
                                  "use predict() (`tunesmith predict`)")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         cfg = load_config(self.config, {"eval.max_new_tokens": max_new_tokens}) if max_new_tokens else self.config
-        return self.objective.probe(self.model, self.tokenizer, prompts, cfg, self.task)
+        return self.objective.probe(self.model, self.tokenizer, prompts, cfg, self.task, **options)
 
     def __repr__(self) -> str:
         return f"Run({str(self.dir)!r}, method={self.config.method.name!r}, objective={self.config.objective.name!r})"
