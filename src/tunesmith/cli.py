@@ -377,6 +377,10 @@ def assets():
     console.print(table)
 
 
+# The commands of the feedback and serving front ends live in cli_more.py (they add themselves to `app`).
+from tunesmith import cli_more  # noqa: E402,F401
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
 
