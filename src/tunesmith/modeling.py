@@ -37,11 +37,21 @@ def remote_code(model_cfg, trust_remote_code: bool) -> bool:
     return trust_remote_code
 
 
+def model_path(model_cfg, trust_remote_code: bool = False) -> str:
+    """Where `from_pretrained` reads model.name from: a catalog model's local folder; for a run folder, that run's
+    tuned model as a plain transformers folder (tunesmith.runs.start); any other name as it is (a folder, a hub id)."""
+    from tunesmith.runs.start import is_run_folder, model_folder
+
+    if is_run_folder(model_cfg.name):
+        return str(model_folder(model_cfg.name, trust_remote_code=trust_remote_code))
+    return resolve_model(model_cfg.name)
+
+
 def load_tokenizer(model_cfg, path: str | None = None, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     trusted = remote_code(model_cfg, trust_remote_code)
-    path = path or resolve_model(model_cfg.name)
+    path = path or model_path(model_cfg, trust_remote_code=trusted)
     try:
         tok = AutoTokenizer.from_pretrained(
             path, revision=model_cfg.revision, trust_remote_code=trusted, **hub_access(path, model_cfg.revision)
@@ -57,7 +67,7 @@ def load_model(model_cfg, kind: str, *, path: str | None = None, trust_remote_co
 
     cls = AutoModelForSequenceClassification if kind == "classify" else AutoModelForCausalLM
     trusted = remote_code(model_cfg, trust_remote_code)
-    path = path or resolve_model(model_cfg.name)
+    path = path or model_path(model_cfg, trust_remote_code=trusted)
     try:
         model, info = cls.from_pretrained(
             path,
@@ -138,8 +148,10 @@ def model_without_weights(model_cfg, kind: str, **kwargs) -> tuple[object | None
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from tunesmith.runs.start import root_model
+
     cls = AutoModelForSequenceClassification if kind == "classify" else AutoModelForCausalLM
-    path = resolve_model(model_cfg.name)
+    path = resolve_model(root_model(model_cfg.name))  # a chain of runs has its first model's architecture
     try:
         config = AutoConfig.from_pretrained(path, revision=model_cfg.revision, trust_remote_code=False,
                                             **hub_access(path, model_cfg.revision), **kwargs)

@@ -194,7 +194,11 @@ def _train_with_trainer(model, tok, prep, cfg, run_dir: Path) -> tuple[Any, dict
     """The objective's trainer (transformers.Trainer by default, a TRL trainer for the objectives that own one)."""
     trainer = prep.objective.build_trainer(model, tok, prep, cfg, run_dir, [MetricsLog(run_dir / "metrics.jsonl")])
     result = trainer.train()
-    return trainer.model, {"train_steps": trainer.state.global_step, "train_loss": result.training_loss,
+    # accelerate wraps forward in bf16 autocast for mixed precision and leaves it on the model: unwrap it, so the
+    # tuned model is measured (and saved) in full precision, as the base was and as a reload will be.
+    accelerator = getattr(trainer, "accelerator", None)  # a trainer of our own (PPO) may have none
+    model = accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False) if accelerator else trainer.model
+    return model, {"train_steps": trainer.state.global_step, "train_loss": result.training_loss,
                            "tokens_seen": int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)}
 
 
@@ -212,12 +216,13 @@ def _base_forgetting_scores(model, tok, tasks: list, cfg: RunConfig) -> dict:
     import hashlib
     import json
 
-    from tunesmith.assets import cache_dir, resolve_model
+    from tunesmith.assets import cache_dir
+    from tunesmith.modeling import model_path
 
     if not tasks:
         return {}
     files = [Path(t) for t in cfg.eval.forgetting]
-    key = json.dumps([str(resolve_model(cfg.model.name)), cfg.model.revision, cfg.model.dtype,
+    key = json.dumps([model_path(cfg.model), cfg.model.revision, cfg.model.dtype,
                       sorted(METHODS[cfg.method.name].load_kwargs(cfg.method)), cfg.eval.forgetting,
                       [(f.stat().st_size, f.stat().st_mtime) for f in files if f.is_file()],
                       cfg.eval.forgetting_limit, cfg.eval.forgetting_shots, benchmarks.SEED, versions()["tunesmith"]])

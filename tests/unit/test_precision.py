@@ -136,6 +136,19 @@ def test_trainer_arguments_record_the_resolved_value(native, monkeypatch, tiny_b
     assert args.bf16 is native and args.use_cpu is True
 
 
+def test_a_model_trained_with_bf16_autocast_is_measured_and_reloaded_in_full_precision(
+        monkeypatch, tiny_bert, sentiment_file, make_config, tmp_path):
+    """accelerate wraps forward in bf16 autocast for mixed precision and leaves it on the model; the tuned model must
+    be measured without it (as the base was, and as a reload is). Any CPU runs bf16 autocast (emulated if need be)."""
+    from tunesmith import api
+
+    cpu(monkeypatch, {"avx2", "avx512_bf16"})
+    run = api.train(make_config(tiny_bert, sentiment_file, "classify", train={"bf16": True}), out=tmp_path / "run")
+    assert run.manifest["bf16"] is True
+    texts = ["What a film.", "Dull."]
+    assert [p["probs"] for p in run.predict(texts)] == [p["probs"] for p in api.load_run(run.dir).predict(texts)]
+
+
 # ---------------------------------------------------------------------------------------------
 # `tunesmith validate`: problems that used to surface only during training
 

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
-from tunesmith.assets import cache_dir, resolve_model
+from tunesmith.assets import cache_dir
+from tunesmith.modeling import model_path
 from tunesmith.errors import TunesmithError
 from tunesmith.methods.peft_common import is_classifier
 from tunesmith.methods.spec import Method
@@ -83,7 +84,7 @@ def cache_key(cfg, features, dtype) -> str:
         if column in features.column_names:
             for ids in features[column]:  # length-prefixed, so rows cannot run into each other
                 tokens.update(np.int64(len(ids)).tobytes() + np.asarray(ids, dtype=np.int64).tobytes())
-    parts = {"model": resolve_model(cfg.model.name), "revision": cfg.model.revision, "dtype": str(dtype),
+    parts = {"model": model_path(cfg.model), "revision": cfg.model.revision, "dtype": str(dtype),
              "pooling": cfg.method.pooling, "normalize": cfg.method.normalize, "max_length": cfg.data.max_length,
              "tokens": tokens.hexdigest()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
