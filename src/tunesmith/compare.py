@@ -62,7 +62,7 @@ def _finished(run_dir: Path) -> bool:
     return manifest is not None and is_finished(manifest) and (run_dir / "eval.json").exists()
 
 
-def _train_in_subprocess(config_path: Path, run_dir: Path, log_path: Path, trust_remote_code: bool = False) -> str | None:
+def train_in_subprocess(config_path: Path, run_dir: Path, log_path: Path, trust_remote_code: bool = False) -> str | None:
     """Run `tunesmith train` in its own process; None on success, else the error it printed."""
     cmd = [sys.executable, "-m", "tunesmith.cli", "train", str(config_path), "--out", str(run_dir), "--overwrite"]
     cmd += ["--trust-remote-code"] if trust_remote_code else []
@@ -104,7 +104,7 @@ def compare(config, methods: list[str] | None = None, *, out: str | Path | None 
             results[name] = {}
             continue
         start = time.time()
-        error = _train_in_subprocess(config_path, run_dir, out / "logs" / f"{name}.log", trust_remote_code)
+        error = train_in_subprocess(config_path, run_dir, out / "logs" / f"{name}.log", trust_remote_code)
         results[name] = {"error": error} if error else {}
         log.info("compare: %s %s in %.0f s", name, "failed" if error else "done", time.time() - start)
     rows = [row(name, out / "runs" / name, results[name].get("error")) for name in results]
