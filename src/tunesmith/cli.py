@@ -46,7 +46,12 @@ def _start(verbose: bool = False, *, config: Path | None = None, overrides=None,
     if config is not None:
         from tunesmith.config import load_config
 
-        _run(load_config, config, list(overrides or []))
+        quiet = logging.getLogger("tunesmith")
+        level, quiet.level = quiet.level, logging.ERROR  # notes are logged once, when the command reads it again
+        try:
+            _run(load_config, config, list(overrides or []))
+        finally:
+            quiet.setLevel(level)
     if runs:
         from tunesmith.runs import check_run_folder
 

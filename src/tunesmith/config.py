@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from tunesmith.config_io import apply_overrides, parse_override, read_yaml  # noqa: F401 (re-exported)
+from tunesmith.config_io import apply_overrides, parse_override, read_yaml, switches  # noqa: F401 (re-exported)
 from tunesmith.errors import TunesmithError
 from tunesmith.methods.registry import METHODS
 from tunesmith.objectives.registry import OBJECTIVES
@@ -258,7 +258,10 @@ def load_config(
         raw = read_yaml(config)
     else:
         raw = dict(config)
+    switched = switches(raw, overrides)
     raw = apply_overrides(raw, overrides)
+    for section, (old, new) in switched.items():
+        _drop_options_of(raw, section, old, new, overrides)
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as err:
@@ -267,6 +270,26 @@ def load_config(
     if problems:
         raise TunesmithError(problems, source=source)
     return cfg
+
+
+def _drop_options_of(raw: dict, section: str, old: str, new: str, overrides) -> None:
+    """`method.name=full` on a LoRA config: the LoRA options the config gave do not apply to the new method; drop
+    them (not the ones the overrides set) and say so in one line."""
+    import logging
+
+    from tunesmith.config_io import override_items
+
+    registry = METHODS if section == "method" else OBJECTIVES
+    if new not in registry:
+        return  # the unknown name gets its own error from validation
+    known = set(registry[new].config_cls.model_fields)
+    given = {parts[1] for parts, _ in override_items(overrides) if parts[0] == section and len(parts) > 1}
+    dropped = [k for k in raw[section] if k not in known and k not in given]
+    for key in dropped:
+        del raw[section][key]
+    if dropped:
+        logging.getLogger("tunesmith").warning("%s.name: %s replaces %s; dropped the %s options %s, which %s does not have",
+                                               section, new, old, old, ", ".join(dropped), new)
 
 
 def cross_checks(cfg: RunConfig) -> list[str]:

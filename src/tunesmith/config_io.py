@@ -31,17 +31,37 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, parsed
 
 
+SWITCHED = ("method", "objective")  # sections chosen by their name: `method=full` is short for `method.name=full`
+
+
+def override_items(overrides: dict[str, Any] | list[str] | None) -> list[tuple[list[str], Any]]:
+    """[(key parts, value)] of overrides given as {'method.r': 8} or ['method.r=8']; `method=full` becomes
+    (['method'], {'name': 'full'})."""
+    if isinstance(overrides, dict):
+        items = [(k.split("."), v) for k, v in overrides.items()]
+    else:
+        items = [parse_override(o) for o in overrides or []]
+    return [(parts, {"name": value} if len(parts) == 1 and parts[0] in SWITCHED and isinstance(value, str) else value)
+            for parts, value in items]
+
+
+def switches(raw: dict, overrides) -> dict[str, tuple[str, str]]:
+    """{section: (old name, new name)} for each of method/objective whose name the overrides change."""
+    found = {}
+    for parts, value in override_items(overrides):
+        new = value.get("name") if len(parts) == 1 and isinstance(value, dict) else value if parts[1:] == ["name"] else None
+        old = (raw.get(parts[0]) or {}).get("name") if isinstance(raw.get(parts[0]), dict) else None
+        if parts[0] in SWITCHED and isinstance(new, str) and old and new != old:
+            found[parts[0]] = (old, new)
+    return found
+
+
 def apply_overrides(raw: dict, overrides: dict[str, Any] | list[str] | None) -> dict:
     """Set dotted keys in a nested dict (a copy): {'method.r': 8} or ['method.r=8']."""
     import copy
 
     raw = copy.deepcopy(raw)
-    items: list[tuple[list[str], Any]] = []
-    if isinstance(overrides, dict):
-        items = [(k.split("."), v) for k, v in overrides.items()]
-    elif overrides:
-        items = [parse_override(o) for o in overrides]
-    for parts, value in items:
+    for parts, value in override_items(overrides):
         node = raw
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):

@@ -71,6 +71,26 @@ def test_overrides():
     assert cfg.method.r == 16 and cfg.train.eval_strategy == "no"
 
 
+def test_switching_method_by_override_drops_the_old_methods_options(caplog):
+    raw = base()
+    raw["method"].update({"r": 8, "lora_alpha": 16})
+    with caplog.at_level("WARNING", logger="tunesmith"):
+        cfg = load_config(raw, ["method.name=full"])
+    assert cfg.method.name == "full"
+    assert "method.name: full replaces lora; dropped the lora options r" in caplog.text
+    assert load_config(raw, ["method=full"]).method.name == "full"  # shorthand for method='{name: full}'
+    assert load_config(raw, ["method=dora", "method.r=4"]).method.r == 4
+    cfg = load_config(raw, ["method.name=ia3", "method.target_modules=[query,value]"])  # options given with it stay
+    assert cfg.method.target_modules == ["query", "value"]
+    with pytest.raises(TunesmithError, match="method.r: unknown key"):  # a stray option without a switch stays an error
+        load_config({**raw, "method": {"name": "full", "r": 8}})
+
+
+def test_switching_objective_by_override():
+    cfg = load_config(base(), ["objective=causal_lm", "data.columns={text: text}"])
+    assert cfg.objective.name == "causal_lm"
+
+
 def test_cli_prints_error_without_traceback_and_exits_2(tmp_path):
     path = tmp_path / "bad.yaml"
     raw = base()
