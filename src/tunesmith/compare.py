@@ -161,6 +161,6 @@ def row(name: str, run_dir: Path, error: str | None) -> dict:
         "trainable_percent": m["trainable_percent"], "train_seconds": m["train_seconds"],
         "tokens_per_second": m["tokens_per_second"],
         "peak_memory_mb": memory.get("peak_cuda_mb") or memory.get("peak_rss_mb"),
-        "forgetting": forgetting,
+        "forgetting": forgetting, "machine": (m.get("machine") or {}).get("summary", "not recorded"),
         "forgetting_mean": sum(forgetting.values()) / len(forgetting) if forgetting else None,
     }

@@ -245,6 +245,25 @@ def resolve_bf16(train_cfg) -> bool:
     return on
 
 
+def machine(bf16: bool, dtype: str = "float32") -> dict:
+    """What a run's figures were measured on, for manifest.json and the reports: the CPU (name and the vector
+    capability torch uses: AVX2, AVX512, AMX...; which bf16 it computes natively), threads, the GPU if one is used,
+    and the precision training actually ran in. Figures from two machines must never be compared blindly."""
+    import os
+
+    import torch
+
+    name, flags = _cpu_facts()
+    native = [label for flag, label in NATIVE_BF16_CPU_FLAGS.items() if flag in flags]
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    facts = {"cpu": name, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_native_bf16": native,
+             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "gpu": gpu,
+             "precision": "bf16 autocast" if bf16 else f"{dtype} weights, no autocast"}
+    vector = facts["cpu_capability"] + (f" + {' + '.join(native)}" if native else "")
+    facts["summary"] = (f"{gpu}; " if gpu else "") + f"CPU {name} ({vector}), {facts['threads']} threads; " + facts["precision"]
+    return facts
+
+
 def to_device(model):
     """Move to the GPU if there is one; a quantized model was placed by from_pretrained and stays."""
     if not getattr(model, "is_quantized", False):

@@ -25,6 +25,7 @@ from tunesmith.modeling import (
     ensure_pad_token,
     load_model,
     load_tokenizer,
+    machine,
     to_device,
 )
 from tunesmith.objectives.registry import OBJECTIVES
@@ -172,7 +173,8 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
         **params, "train_seconds": round(train_seconds, 2), "train_steps": stats["train_steps"],
         "train_loss": stats["train_loss"], "tokens_seen": tokens,
         "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else 0.0,
-        "peak_memory": peak_memory_mb(), "device": str(device()), "bf16": bf16, "versions": versions(),
+        "peak_memory": peak_memory_mb(), "device": str(device()), "bf16": bf16,
+        "machine": machine(bf16, cfg.model.dtype), "versions": versions(),
     }
     write_json(run_dir / "manifest.json", manifest)  # the report reads it
     if cfg.report.html:

@@ -38,6 +38,9 @@ def test_compare_runs_each_method_reports_failures_and_skips_finished(tiny_bert,
     html = (out / "compare.html").read_text()
     assert html.count("data:image/png;base64") >= 4 and "failed: " in html and 'class="best"' in html
     assert "<script" not in html and "http" not in html  # works offline
+    machine = json.loads((out / "runs" / "head" / "manifest.json").read_text())["machine"]
+    assert machine["cpu_capability"] and machine["threads"] >= 1 and machine["precision"]
+    assert f"Measured on: <b>{machine['summary']}</b>" in html and rows["head"]["machine"] == machine["summary"]
     stamp = (out / "runs" / "head" / "eval.json").stat().st_mtime
     again = compare(cfg, out=out)  # finished runs are skipped
     assert (out / "runs" / "head" / "eval.json").stat().st_mtime == stamp

@@ -59,6 +59,8 @@ def test_report_html_renders_with_its_plots(tiny_bert, sentiment_file, make_conf
     assert check["images"] >= 3  # loss curve and the two confusion matrices
     assert_not_blank(shot)
     assert re.search(r"peak memory</td><td>[\d,]+ MB process RSS", (run.dir / "report.html").read_text())
+    assert re.search(r"machine</td><td>CPU .+ \(\w+.*\), \d+ threads; (bf16 autocast|float32 weights)",
+                     (run.dir / "report.html").read_text())
 
 
 def test_compare_html_renders_with_its_plots(tiny_bert, sentiment_file, make_config, tmp_path):

@@ -25,6 +25,8 @@ The best value in each column is marked.</p>
 {% if images %}<div class="plots">
 {% for title, data in images %}<figure><img alt="{{ title }}" src="data:image/png;base64,{{ data }}"><figcaption>{{ title }}</figcaption></figure>{% endfor %}
 </div>{% endif %}
+<p>Measured on: {% for m in machines %}<b>{{ m }}</b>{% if not loop.last %}; {% endif %}{% endfor %}
+{% if machines|length > 1 %}<span class="worse">(several machines: times and memory are not comparable across them)</span>{% endif %}</p>
 <p>Each run's own report: {% for r in rows if r.status == "ok" %}<code>{{ r.run_dir }}/report.html</code>{% if not loop.last %}, {% endif %}{% endfor %}</p>
 </body></html>
 """
@@ -73,7 +75,8 @@ def write_compare_report(out: Path) -> Path:
     images = [(title, base64.b64encode(p.read_bytes()).decode()) for title, p in made if p]
     html = Environment(autoescape=True).from_string(TEMPLATE).render(
         css=CSS,
-        name=out.name, metric=metric, higher=higher, rows=rows, columns=columns, best=best, images=images)
+        name=out.name, metric=metric, higher=higher, rows=rows, columns=columns, best=best, images=images,
+        machines=sorted({r.get("machine", "not recorded") for r in ok}))
     path = out / "compare.html"
     path.write_text(html, encoding="utf-8")
     return path

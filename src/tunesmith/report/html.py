@@ -31,6 +31,7 @@ TEMPLATE = """<!doctype html>
 <tr><td>training time</td><td>{{ "%.1f"|format(manifest.train_seconds) }} s</td></tr>
 <tr><td>tokens seen</td><td>{{ "{:,}".format(manifest.tokens_seen) }} ({{ "%.0f"|format(manifest.tokens_per_second) }} tokens/s)</td></tr>
 <tr><td>peak memory</td><td>{{ manifest.peak_memory }}</td></tr>
+<tr><td>machine</td><td>{{ manifest.machine.summary if manifest.machine else "not recorded" }}</td></tr>
 </table>
 
 {% if forgetting %}<h2>What it cost: forgetting</h2>
