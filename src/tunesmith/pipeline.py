@@ -18,6 +18,7 @@ from tunesmith.data.inspect import length_stats
 from tunesmith.data.sources import fingerprint, load_splits
 from tunesmith.errors import TunesmithError, raise_if
 from tunesmith.eval import benchmarks
+from tunesmith.methods.peft_common import save_labels
 from tunesmith.methods.registry import METHODS, apply_method
 from tunesmith.modeling import (
     count_parameters,
@@ -155,6 +156,8 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
     weights_dir = run_dir / method.saves
     (method.save or _save_pretrained)(model, weights_dir, scratch)
     tok.save_pretrained(weights_dir)
+    if method.peft:
+        save_labels(model, weights_dir)  # label names where plain transformers + PEFT users find them
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(scratch, ignore_errors=True)
 

@@ -88,3 +88,36 @@ def test_export_refuses_what_cannot_merge_and_never_clobbers(tiny_bert, sentimen
     with pytest.raises(TunesmithError, match="refusing to replace it"):
         tunesmith.export(run.dir, mine, overwrite=True)
     assert (mine / "notes.txt").read_text() == "precious"
+
+
+def test_a_classifier_adapter_carries_its_label_names_for_plain_transformers_and_peft(
+        tiny_bert, sentiment_file, make_config, tmp_path):
+    """The README's snippet, run in a fresh Python without tunesmith imported, prints label names."""
+    import json
+    import subprocess
+    import sys
+
+    run = api.train(make_config(tiny_bert, sentiment_file, "classify"), out=tmp_path / "run")
+    labels = json.loads((run.dir / "adapter" / "labels.json").read_text())
+    assert labels == {"id2label": {"0": "fresh", "1": "rotten"}, "label2id": {"fresh": 0, "rotten": 1}}
+    snippet = f"""
+import json, sys
+import torch
+from peft import PeftModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+adapter = {str(run.dir / "adapter")!r}
+labels = json.load(open(adapter + "/labels.json"))
+id2label = {{int(i): name for i, name in labels["id2label"].items()}}  # JSON keys are strings
+base = AutoModelForSequenceClassification.from_pretrained({tiny_bert!r}, id2label=id2label, label2id=labels["label2id"])
+model = PeftModel.from_pretrained(base, adapter).eval()
+tok = AutoTokenizer.from_pretrained(adapter)
+with torch.no_grad():
+    probs = model(**tok("A fine film.", return_tensors="pt")).logits.softmax(-1)[0]
+print(model.config.id2label[int(probs.argmax())], float(probs.max()))
+assert "tunesmith" not in sys.modules
+"""
+    out = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = out.stdout.split()
+    expected = run.predict("A fine film.")[0]
+    assert out[0] == expected["label"] and abs(float(out[1]) - expected["score"]) < 1e-5

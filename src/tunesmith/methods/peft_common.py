@@ -14,6 +14,25 @@ def is_classifier(model) -> bool:
     return type(model).__name__.endswith("ForSequenceClassification")
 
 
+LABELS_FILE = "labels.json"
+
+
+def save_labels(model, folder) -> None:
+    """A classifier adapter's label names, beside it as {"id2label", "label2id"} (config.json's shape): passed to
+    `AutoModelForSequenceClassification.from_pretrained(BASE, id2label=..., label2id=...)` before
+    `PeftModel.from_pretrained`, they give label names, not class indices, without tunesmith. (A config.json in the
+    adapter folder would make transformers take that folder for a whole model.)"""
+    import json
+    from pathlib import Path
+
+    config = getattr(model, "config", None)
+    if not is_classifier(getattr(model, "get_base_model", lambda: model)()) or not getattr(config, "id2label", None):
+        return
+    id2label = {str(i): str(label) for i, label in sorted(config.id2label.items(), key=lambda kv: int(kv[0]))}
+    labels = {"id2label": id2label, "label2id": {label: int(i) for i, label in id2label.items()}}
+    (Path(folder) / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n")
+
+
 def task_type(model) -> str:
     return "SEQ_CLS" if is_classifier(model) else "CAUSAL_LM"
 
