@@ -226,7 +226,13 @@ def validate(
     config: Path = typer.Argument(..., help="YAML config to check."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
 ):
-    """Check the config and the data (columns, labels, lengths) without training."""
+    """Check the config and the data (columns, labels, lengths) without training; a pipeline file: every stage."""
+    from tunesmith.stages import is_pipeline_file
+
+    if _run(is_pipeline_file, config):
+        from tunesmith.cli_more import validate_pipeline
+
+        return validate_pipeline(config, overrides)
     _start(config=config, overrides=overrides)
     from tunesmith import api
 

@@ -48,3 +48,26 @@ def pipeline(
                       f"{s['train_seconds']:.0f}" if s.get("train_seconds") is not None else "", bought)
     console.print(table)
     console.print(f"pipeline folder: [bold]{out or Path('runs') / config.stem}[/] (report.html, pipeline.json)")
+
+
+def validate_pipeline(path: Path, overrides) -> None:
+    from tunesmith.stages import checkable_config, pending_runs, read_stages
+
+    stages = _run(read_stages, path)
+    _start()
+    from tunesmith import api
+    from tunesmith.config import load_config
+
+    out = Path("runs") / path.stem
+    for stage in stages:
+        raw = checkable_config(stage, stages, out)
+        waiting = pending_runs(stage, out)
+        if waiting:  # its data checks read those runs: the config alone now, the rest when the stage starts
+            cfg = _run(load_config, raw, list(overrides or []))
+            console.print(f"[green]ok[/] stage {stage['name']}: {cfg.method.name} / {cfg.objective.name} (the config; "
+                          f"its data is checked when {', '.join(waiting)} has run)", highlight=False)
+            continue
+        info = _run(api.validate, raw, list(overrides or []))
+        cfg = info["config"]
+        console.print(f"[green]ok[/] stage {stage['name']}: {cfg.method.name} / {cfg.objective.name} on "
+                      f"{cfg.model.name}; splits {info['splits']}", highlight=False)

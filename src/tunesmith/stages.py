@@ -100,6 +100,28 @@ def stage_config(stage: dict, out: Path) -> dict:
     return apply_overrides(stage["raw"], {**stage["overrides"], **refs})
 
 
+def is_pipeline_file(path: str | Path) -> bool:
+    """A YAML file whose one key is stages (a pipeline), rather than a run config."""
+    return "stages" in read_yaml(path)
+
+
+def pending_runs(stage: dict, out: Path) -> list[str]:
+    """The earlier stages whose runs this stage reads (runs:) and that have not finished yet."""
+    return [s for target, s in stage["refs"].items() if target != "model.name" and not _finished(out / s)]
+
+
+def checkable_config(stage: dict, stages: list[dict], out: Path) -> dict:
+    """The stage's config for `tunesmith validate` before the stages it starts from have run: a stage that starts
+    from an earlier stage's model is checked with the model that chain begins with (same tokenizer, same modules)."""
+    raw = stage_config(stage, out)
+    by_name = {s["name"]: s for s in stages}
+    current = stage
+    while "model.name" in current["refs"] and not _finished(out / current["refs"]["model.name"]):
+        current = by_name[current["refs"]["model.name"]]
+        raw = apply_overrides(raw, {"model.name": stage_config(current, out)["model"]["name"]})
+    return raw
+
+
 def check_pipeline_folder(out: Path) -> None:
     """A pipeline folder is new, empty, or one that `tunesmith pipeline` wrote: never a folder with other files."""
     if out.exists() and not out.is_dir():

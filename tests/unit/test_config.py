@@ -18,6 +18,13 @@ def test_every_shipped_config_validates(path):
     import torch
     import yaml
 
+    from tunesmith.stages import checkable_config, is_pipeline_file, read_stages
+
+    if is_pipeline_file(path):  # a pipeline: every stage's config
+        stages = read_stages(path)
+        for stage in stages:
+            assert load_config(checkable_config(stage, stages, Path("runs") / path.stem)).objective.name
+        return
     if yaml.safe_load(path.read_text())["method"]["name"] == "qlora" and not torch.cuda.is_available():
         with pytest.raises(TunesmithError, match="needs a CUDA GPU"):  # the only problem it may have here
             load_config(path)
