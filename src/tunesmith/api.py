@@ -35,9 +35,11 @@ def validate(config, overrides: dict | list | None = None) -> dict:
         cfg = load_config(cfg, {"model.trust_remote_code": False})
     from tunesmith.methods.targets import target_problems
     from tunesmith.modeling import bf16_problems
+    from tunesmith.report.tracking import missing_trackers
 
-    # train.bf16 on this machine, and target_modules on the model built without its weights
-    raise_if(bf16_problems(cfg.train) + target_problems(cfg, OBJECTIVES[cfg.objective.name].model_kind),
+    # train.bf16 and the trackers on this machine, and target_modules on the model built without its weights
+    raise_if(bf16_problems(cfg.train) + missing_trackers(cfg.train.report_to)
+             + target_problems(cfg, OBJECTIVES[cfg.objective.name].model_kind),
              source=str(config) if isinstance(config, (str, Path)) else None)
     prep = Prepared(cfg, announce=False)
     return {"config": cfg, "task": prep.task, "stats": prep.stats(), "dropped": prep.dropped,

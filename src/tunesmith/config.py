@@ -138,6 +138,8 @@ class TrainConfig(Section):
     )
     gradient_checkpointing: bool = False
     use_cpu: bool = False
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="Experiment trackers, logging into the run folder (tensorboard/, mlruns/).")
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other TrainingArguments field.")
 
     @field_validator("eval_strategy", mode="before")

@@ -32,6 +32,7 @@ from tunesmith.modeling import (
 from tunesmith.objectives.registry import OBJECTIVES
 from tunesmith.report.html import write_report
 from tunesmith.report.runlog import MetricsLog, peak_memory_mb, versions, write_json
+from tunesmith.report.tracking import tracking_callbacks
 from tunesmith.runs import (
     OutputPlan,
     Run,
@@ -197,7 +198,8 @@ def _measure(model, prep: Prepared, cfg: RunConfig, probes: bool = True) -> dict
 
 def _train_with_trainer(model, tok, prep, cfg, run_dir: Path) -> tuple[Any, dict]:
     """The objective's trainer (transformers.Trainer by default, a TRL trainer for the objectives that own one)."""
-    trainer = prep.objective.build_trainer(model, tok, prep, cfg, run_dir, [MetricsLog(run_dir / "metrics.jsonl")])
+    callbacks = [MetricsLog(run_dir / "metrics.jsonl"), *tracking_callbacks(cfg.train.report_to, run_dir)]
+    trainer = prep.objective.build_trainer(model, tok, prep, cfg, run_dir, callbacks)
     result = trainer.train()
     # accelerate wraps forward in bf16 autocast for mixed precision and leaves it on the model: unwrap it, so the
     # tuned model is measured (and saved) in full precision, as the base was and as a reload will be.
