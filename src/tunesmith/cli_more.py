@@ -3,12 +3,113 @@ Each command is thin: it parses, calls the code that does the work, and prints."
 
 from __future__ import annotations
 
-from pathlib import Path  # noqa: F401
-from typing import Optional  # noqa: F401
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.table import Table
 
-from tunesmith.cli import TRUST_HELP, _run, _start, app, console, err_console  # noqa: F401
+from tunesmith.cli import TRUST_HELP, _run, _setup_logging, _start, app, console, err_console  # noqa: F401
+from tunesmith.cli_tables import _fmt
+
+
+@app.command()
+def compare(
+    config: Path = typer.Argument(..., help="YAML config of the task; its compare: section lists variants unless --methods."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides for every variant, e.g. train.num_train_epochs=1"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods, e.g. full,head,lora (each with its defaults)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Comparison folder (default runs/compare-<config stem>)."),
+    rerun: bool = typer.Option(False, "--rerun", help="Train finished variants again instead of skipping them."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+):
+    """Run the same task under several methods (same data, seed, budget); write compare.json and compare.html."""
+    _start(config=config, overrides=overrides)
+    from rich.progress import Progress
+
+    from tunesmith.compare import compare as run_compare
+
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("compare", total=None)
+
+        def progress(i, total, name):
+            bar.update(task, total=total, completed=i, description=f"training {name} ({i + 1}/{total})")
+
+        summary = _run(run_compare, config, names, out=out, rerun=rerun, overrides=list(overrides or []), progress=progress,
+                       trust_remote_code=trust_remote_code)
+    metric = summary["metric"]
+    table = Table(title=f"comparison on {metric}")
+    for col in ("run", f"{metric} base", f"{metric} tuned", "trainable", "train s", "tokens/s", "peak MB", "forgetting"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for r in summary["rows"]:
+        if r["status"] != "ok":
+            table.add_row(r["name"], f"[red]failed: {r['error']}[/]", *[""] * 6)
+            continue
+        forget = r["forgetting_mean"]
+        table.add_row(r["name"], _fmt(r["base"].get(metric)), _fmt(r["tuned"].get(metric)), f"{r['trainable_params']:,}",
+                      f"{r['train_seconds']:.0f}", f"{r['tokens_per_second']:.0f}", f"{r['peak_memory_mb']:,.0f}",
+                      "–" if forget is None else f"{forget:+.4f}")
+    console.print(table)
+    folder = out or Path("runs") / f"compare-{config.stem}"
+    console.print(f"comparison folder: [bold]{folder}[/] (compare.html, compare.json)")
+
+
+@app.command()
+def bench(
+    model_or_run: str = typer.Argument(..., help="A run folder (scores base and tuned), or a model: catalog name, local folder or hub id."),
+    tasks: str = typer.Option(..., "--tasks", help="Comma-separated: boolq, openbookqa, commonsenseqa, mmlu, or files/datasets with question, choices, answer."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Questions per task: the first N after a seeded shuffle (the same for every model)."),
+    shots: int = typer.Option(0, "--shots", min=0, help="Solved examples of the same task before each question (k-shot)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="(context, choice) pairs per forward pass."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON file (default RUN_DIR/bench.json for a run, else bench-<model>.json here)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+):
+    """Multiple-choice benchmarks scored by log-likelihood (acc, acc_norm) for a model, or a run's base and tuned model."""
+    _setup_logging()
+    import time
+
+    from tunesmith import api
+
+    task_names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if out is None:
+        is_run = any((Path(model_or_run) / f).is_file() for f in ("config.yaml", "manifest.json"))
+        out = Path(model_or_run) / "bench.json" if is_run else Path(f"bench-{Path(model_or_run.rstrip('/')).name}.json")
+    if out.exists() and not _is_bench_file(out):
+        err_console.print(f"[bold red]error:[/] --out {out}: exists and is not a `tunesmith bench` result; refusing to overwrite it. "
+                          "Choose another --out")
+        raise typer.Exit(2)
+    start = time.time()
+    results = _run(api.bench, model_or_run, task_names, limit=limit, shots=shots, batch_size=batch_size,
+                   trust_remote_code=trust_remote_code)
+    seconds = time.time() - start
+    sides = list(results)
+    table = Table(title=f"{model_or_run}: {shots}-shot multiple choice, scored by log-likelihood")
+    table.add_column("task")
+    table.add_column("n", justify="right")
+    for side in sides:
+        for metric in ("acc", "acc_norm"):
+            table.add_column(metric if side == "model" else f"{side} {metric}", justify="right")
+    if sides == ["base", "tuned"]:
+        table.add_column("change (acc_norm)", justify="right")
+    for task, first in results[sides[0]].items():
+        cells = [_fmt(results[side][task][m]) for side in sides for m in ("acc", "acc_norm")]
+        if sides == ["base", "tuned"]:
+            cells.append(f"{results['tuned'][task]['acc_norm'] - first['acc_norm']:+.4f}")
+        table.add_row(task, str(first["n"]), *cells)
+    console.print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"wrote [bold]{out}[/] ({seconds:.1f} s)")
+
+
+def _is_bench_file(path: Path) -> bool:
+    """A JSON file that `tunesmith bench` wrote (it may be replaced by a new result)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(data) and set(data) <= {"base", "tuned", "model"}
 
 
 @app.command()
@@ -50,6 +151,71 @@ def pipeline(
     console.print(f"pipeline folder: [bold]{out or Path('runs') / config.stem}[/] (report.html, pipeline.json)")
 
 
+@app.command()
+def serve(
+    run_dirs: Optional[list[str]] = typer.Argument(None, help="Run folders to serve, each RUN_DIR or NAME=RUN_DIR (default name: the folder's). Adapter runs on one base share it."),
+    model: Optional[list[str]] = typer.Option(None, "--model", help="Also serve a plain model: catalog name, local folder or hub id (repeatable)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on: this machine only unless you give another (then set an API key)."),
+    port: int = typer.Option(8000, "--port"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TUNESMITH_API_KEY", show_envvar=True, help="Clients must send 'Authorization: Bearer KEY'."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Serve runs over an OpenAI-compatible API: each base loaded once, its adapters picked per request by `model`."""
+    from tunesmith.serve.registry import parse_specs
+
+    if not run_dirs and not model:
+        err_console.print("[bold red]error:[/] give run folders to serve (RUN_DIR or NAME=RUN_DIR) or --model NAME")
+        raise typer.Exit(2)
+    specs = _run(parse_specs, list(run_dirs or []))  # folder mistakes are reported before torch loads
+    _start(verbose)
+    from rich.table import Table
+
+    from tunesmith.serve.server import serve as run_server
+
+    def ready(registry):
+        table = Table(title=f"serving on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
+        for col in ("model", "kind", "objective", "parent"):
+            table.add_column(col)
+        for s in registry.models.values():
+            table.add_row(s.name, s.kind, s.objective or "", s.parent or "")
+        console.print(table)
+
+    _run(run_server, specs, list(model or []), host=host, port=port, api_key=api_key,
+         trust_remote_code=trust_remote_code, on_ready=ready)
+
+
+@app.command()
+def score(
+    run_dir: Path = typer.Argument(..., help="A reward run folder."),
+    texts: list[str] = typer.Argument(..., help="Responses to score."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="The prompt the responses answer (read as in training)."),
+    as_json: bool = typer.Option(False, "--json"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+):
+    """Score responses with a reward model run: one reward per text (higher is better)."""
+    _start(runs=[run_dir])
+    import json
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from tunesmith.runs import Run
+
+    run = _run(Run, run_dir, trust_remote_code=trust_remote_code)
+    rows = [{"prompt": prompt, "response": text} for text in texts]
+    rewards = _run(run.score, rows)
+    if as_json:
+        print(json.dumps([{**row, "reward": r} for row, r in zip(rows, rewards)], indent=2))
+        return
+    table = Table(title=f"prompt: {escape(prompt)}" if prompt else None)
+    table.add_column("response", overflow="fold")
+    table.add_column("reward", justify="right")
+    for text, r in zip(texts, rewards):
+        table.add_row(escape(text), f"{r:+.4f}")
+    console.print(table)
+
+
 def validate_pipeline(path: Path, overrides) -> None:
     from tunesmith.stages import checkable_config, pending_runs, read_stages
 
@@ -71,3 +237,46 @@ def validate_pipeline(path: Path, overrides) -> None:
         cfg = info["config"]
         console.print(f"[green]ok[/] stage {stage['name']}: {cfg.method.name} / {cfg.objective.name} on "
                       f"{cfg.model.name}; splits {info['splits']}", highlight=False)
+
+
+# `tunesmith studio ...`: the feedback studio's commands live in tunesmith/studio/cli.py.
+from tunesmith.studio.cli import studio_app  # noqa: E402
+
+app.add_typer(studio_app, name="studio")
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="A run config with a sweep: section (e.g. configs/sweep-sentiment-lora.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Sweep folder (default runs/sweep-<config stem>); run the sweep again to continue it."),
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials to finish (default: sweep.trials)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+):
+    """Search hyperparameters with Optuna: each trial a run in its own process; writes sweep.json and sweep.html."""
+    _start(config=config)
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from tunesmith.cli_tables import _fmt
+    from tunesmith.sweep import sweep as run_sweep
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("sweep", total=None)
+
+        def progress(done, total, number):
+            bar.update(task, total=total, completed=done, description=f"trial {number} ({done + 1}/{total})")
+
+        summary = _run(run_sweep, config, out=out, trials=trials, progress=progress, trust_remote_code=trust_remote_code)
+    best = (summary["best"] or {}).get("number")
+    table = Table(title=f"sweep on {summary['metric']} ({summary['direction']}; best marked *)")
+    for col in ("trial", "state", summary["metric"], *summary["parameters"], "train s"):
+        table.add_column(col, justify="right" if col != "state" else "left")
+    for t in summary["trials"]:
+        table.add_row(f"{t['number']}{' *' if t['number'] == best else ''}", t["state"],
+                      "–" if t["value"] is None else _fmt(t["value"]),
+                      *[f"{v:.3g}" if isinstance(v := t["labels"].get(k, ""), float) else str(v) for k in summary["parameters"]],
+                      "" if t["train_seconds"] is None else f"{t['train_seconds']:.0f}")
+    console.print(table)
+    if summary["importances"]:
+        console.print("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items()))
+    console.print(f"sweep folder: [bold]{summary['folder']}[/] (sweep.html, sweep.json)")

@@ -25,8 +25,9 @@ def print_side_by_side(results: dict, title: str = "base vs tuned", directions: 
     for name, b in base.items():
         t = tuned.get(name)
         if isinstance(b, (int, float)) and isinstance(t, (int, float)) and name not in ("eval_tokens", "generated_examples"):
-            better = (t < b) if direction(name, directions) == "min" else (t > b)
-            style = "green" if better else ("red" if t != b else "")
+            way = direction(name, directions)  # "neither": a description (a length), not a score
+            better = (t < b) if way == "min" else (t > b)
+            style = "" if way == "neither" else "green" if better else ("red" if t != b else "")
             table.add_row(name, _fmt(b), _fmt(t), f"[{style}]{t - b:+.4f}[/]" if style else f"{t - b:+.4f}")
     console.print(table)
 

@@ -30,6 +30,7 @@ from tunesmith.modeling import (
     to_device,
 )
 from tunesmith.objectives.registry import OBJECTIVES
+from tunesmith.objectives.rewards import trusting
 from tunesmith.report.html import write_report
 from tunesmith.report.runlog import MetricsLog, peak_memory_mb, versions, write_json
 from tunesmith.report.tracking import tracking_callbacks
@@ -42,6 +43,7 @@ from tunesmith.runs import (
     run_marker,
     start_manifest,
 )
+from tunesmith.runs.resume import BASE, checkpoint_marker, last_checkpoint
 
 log = logging.getLogger("tunesmith")
 
@@ -87,12 +89,15 @@ class Features(dict):
 
 
 
-def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: bool = False) -> Run:
-    """Train `cfg` into plan.stage and swap it in as plan.target when it has finished (see tunesmith.runs)."""
+def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: bool = False,
+              checkpoint: Path | None = None) -> Run:
+    """Train `cfg` into plan.stage and swap it in as plan.target when it has finished (see tunesmith.runs); with
+    `checkpoint`, continue the stopped run in plan.stage from there (tunesmith.runs.resume)."""
     from transformers import set_seed
 
     set_seed(cfg.train.seed)
-    prep = Prepared(cfg, trust_remote_code=trust_remote_code)
+    with trusting(trust_remote_code):  # code a config names (an rl reward function) runs only with the flag
+        prep = Prepared(cfg, trust_remote_code=trust_remote_code)
     forget_tasks = benchmarks.load_tasks(cfg.eval.forgetting) if cfg.eval.forgetting else []  # fail before training
     method = METHODS[cfg.method.name]
     set_seed(cfg.train.seed)
@@ -103,11 +108,17 @@ def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: b
 
     stage = plan.stage
     stage.mkdir(parents=True, exist_ok=True)
-    (stage / "config.yaml").write_text(cfg.to_yaml())
-    write_json(stage / "manifest.json", start_manifest(model=cfg.model.name, method=cfg.method.name,
-                                                       objective=cfg.objective.name, seed=cfg.train.seed))
+    manifest = start_manifest(model=cfg.model.name, method=cfg.method.name, objective=cfg.objective.name, seed=cfg.train.seed)
+    if checkpoint:  # the stopped run keeps its config and start time; the manifest says where it resumed
+        before = run_marker(stage) or {}
+        manifest.update(started=before.get("started", manifest["started"]),
+                        resumed=[*before.get("resumed", []), {"from": checkpoint.name, "at": manifest["started"]}])
+    else:
+        (stage / "config.yaml").write_text(cfg.to_yaml())
+    write_json(stage / "manifest.json", manifest)
     try:
-        model = _train_and_record(model, prep, forget_tasks, cfg, stage, bf16)
+        with trusting(trust_remote_code):
+            model = _train_and_record(model, prep, forget_tasks, cfg, stage, bf16, checkpoint)
     except BaseException as err:
         _failed(plan, err)
         raise
@@ -117,7 +128,7 @@ def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: b
 def _failed(plan, err: BaseException) -> None:
     """A run that stops with an error: beside an old run, the new one is dropped (the old stays as it was);
     a new folder keeps what it has, marked failed, so that every command says it did not finish."""
-    if plan.swaps:
+    if plan.swaps and last_checkpoint(plan.stage) is None:
         discard_output(plan)
         log.warning("The new run failed; %s is unchanged", plan.target)
         return
@@ -128,13 +139,18 @@ def _failed(plan, err: BaseException) -> None:
     write_json(path, manifest)
 
 
-def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig, run_dir: Path, bf16: bool):
+def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig, run_dir: Path, bf16: bool,
+                      checkpoint: Path | None = None):
     """Measure the base, train, measure the tuned model, save; manifest.json is written last."""
     tok, task = prep.tokenizer, prep.task
     method = METHODS[cfg.method.name]
-    log.info("Evaluating the base model on %d examples", len(prep.data["eval"]))
-    base = _measure(model, prep, cfg)
-    base_forget = _base_forgetting_scores(model, tok, forget_tasks, cfg)
+    if checkpoint and (run_dir / BASE).is_file():  # resumed: the base was measured when the run started
+        base, base_forget = (read_json_file(run_dir / BASE).get(k, {}) for k in ("base", "forgetting"))
+    else:
+        log.info("Evaluating the base model on %d examples", len(prep.data["eval"]))
+        base = _measure(model, prep, cfg)
+        base_forget = _base_forgetting_scores(model, tok, forget_tasks, cfg)
+        write_json(run_dir / BASE, {"base": base, "forgetting": base_forget})
 
     model = apply_method(model, cfg.method)
     scratch = run_dir / "scratch"  # what the method keeps from the untrained model for `save`; removed after saving
@@ -148,7 +164,7 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
     if method.fit:  # a method that trains without a Trainer (features)
         model, stats = method.fit(model, tok, prep, cfg, run_dir)
     else:
-        model, stats = _train_with_trainer(model, tok, prep, cfg, run_dir)
+        model, stats = _train_with_trainer(model, tok, prep, cfg, run_dir, checkpoint)
     train_seconds = time.time() - start
 
     tuned = _measure(model, prep, cfg)
@@ -161,6 +177,7 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
         save_labels(model, weights_dir)  # label names where plain transformers + PEFT users find them
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(scratch, ignore_errors=True)
+    (run_dir / BASE).unlink(missing_ok=True)  # it goes into eval.json
 
     forgetting = {"forgetting": benchmarks.forgetting(base_forget, tuned_forget)} if forget_tasks else {}
     directions = {m: prep.objective.direction(m) for m in {**base["metrics"], **tuned["metrics"]}
@@ -196,11 +213,14 @@ def _measure(model, prep: Prepared, cfg: RunConfig, probes: bool = True) -> dict
     return {"metrics": metrics, "probes": probes}
 
 
-def _train_with_trainer(model, tok, prep, cfg, run_dir: Path) -> tuple[Any, dict]:
+def _train_with_trainer(model, tok, prep, cfg, run_dir: Path, checkpoint: Path | None = None) -> tuple[Any, dict]:
     """The objective's trainer (transformers.Trainer by default, a TRL trainer for the objectives that own one)."""
     callbacks = [MetricsLog(run_dir / "metrics.jsonl"), *tracking_callbacks(cfg.train.report_to, run_dir)]
+    callbacks += [checkpoint_marker()] if cfg.train.save_steps else []
+    if METHODS[cfg.method.name].callbacks:  # a method's own per-step work (adalora: rank allocation after each step)
+        callbacks += METHODS[cfg.method.name].callbacks(model, cfg)
     trainer = prep.objective.build_trainer(model, tok, prep, cfg, run_dir, callbacks)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint)) if checkpoint else trainer.train()
     # accelerate wraps forward in bf16 autocast for mixed precision and leaves it on the model: unwrap it, so the
     # tuned model is measured (and saved) in full precision, as the base was and as a reload will be.
     accelerator = getattr(trainer, "accelerator", None)  # a trainer of our own (PPO) may have none
@@ -266,7 +286,8 @@ def evaluate_run(run: Run, data: str | None = None, split: str | None = None, co
         elif split:
             changes["data.eval_split"] = split
         cfg = load_config(cfg, changes)
-    prep = Prepared(cfg, tokenizer=run.tokenizer, task=run.task)
-    base = _measure(run.load_base(), prep, cfg, probes=False)
-    tuned = _measure(run.model, prep, cfg, probes=False)
+    with trusting(run.trust_remote_code):
+        prep = Prepared(cfg, tokenizer=run.tokenizer, task=run.task)
+        base = _measure(run.load_base(), prep, cfg, probes=False)
+        tuned = _measure(run.model, prep, cfg, probes=False)
     return {"base": base["metrics"], "tuned": tuned["metrics"], "examples": len(prep.data["eval"])}

@@ -17,6 +17,7 @@ SETTINGS = {
     "lora": {"r": 4, "lora_alpha": 8}, "dora": {"r": 4, "lora_alpha": 8},
     "prompt": {"num_virtual_tokens": 4}, "prefix": {"num_virtual_tokens": 4}, "ia3": {},
     "adapter": {"bottleneck": 8}, "features": {},
+    "adalora": {"init_r": 4, "target_r": 2}, "dylora": {"r_min": 1, "r_max": 4, "lora_alpha": 8},
 }
 HEAD = ("classifier.", "modules_to_save")
 INTENDED = {
@@ -30,6 +31,8 @@ INTENDED = {
     "ia3": lambda n: "ia3_" in n or "modules_to_save" in n,
     "adapter": lambda n: ".down." in n or ".up." in n or n.startswith(HEAD),
     "features": lambda n: not n.startswith("backbone."),
+    "adalora": lambda n: "lora_" in n or "modules_to_save" in n,
+    "dylora": lambda n: "lora_" in n or "modules_to_save" in n,
 }
 CASES = [(m, o) for m in METHODS for o in OBJECTIVES if o not in METHODS[m].unsupported and m not in GPU_ONLY]
 

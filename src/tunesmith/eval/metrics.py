@@ -7,14 +7,15 @@ import math
 import numpy as np
 
 # Which way a metric is better, for every metric tunesmith's objectives report; an objective adds its own in
-# Objective.metric_directions, and eval.json records the directions of the metrics a run wrote.
+# Objective.metric_directions, and eval.json records the directions of the metrics a run wrote. "neither" marks a
+# metric that describes rather than grades (rl's completion length, the reward's spread): no side of it is better.
 DIRECTIONS = {"loss": "min", "eval_loss": "min", "perplexity": "min", "rouge1": "max", "rouge2": "max", "rougeL": "max", "bleu": "max", "chrf": "max",
               "exact_match": "max", "acc": "max", "acc_norm": "max", "reward": "max", "reward_accuracy": "max"}
 
 
 def direction(metric: str, directions: dict | None = None) -> str:
-    """'max' or 'min' for `metric` (an eval_ prefix is ignored): `directions` first (an objective's or a run's),
-    then DIRECTIONS; a metric nobody lists counts as higher-is-better."""
+    """'max', 'min' or 'neither' for `metric` (an eval_ prefix is ignored): `directions` first (an objective's or a
+    run's), then DIRECTIONS; a metric nobody lists counts as higher-is-better."""
     for name in (metric, metric.removeprefix("eval_")):
         for table in (directions or {}, DIRECTIONS):
             if name in table:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tunesmith.methods import adapter, features, freeze, full, head, ia3, lora, soft_prompt
+from tunesmith.methods import adalora, adapter, dylora, features, freeze, full, head, ia3, lora, soft_prompt
 from tunesmith.methods.spec import Method
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    full.METHOD, freeze.METHOD, head.METHOD, lora.LORA, lora.DORA, lora.QLORA,
+    full.METHOD, freeze.METHOD, head.METHOD, lora.LORA, lora.DORA, lora.QLORA, adalora.METHOD, dylora.METHOD,
     soft_prompt.PROMPT, soft_prompt.PREFIX, ia3.METHOD, adapter.METHOD,
     features.METHOD,
 )}

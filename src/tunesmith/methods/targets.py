@@ -32,7 +32,7 @@ def _needs_model(method_cfg) -> bool:
 
 
 CHECKS = {"lora": _peft_targets, "dora": _peft_targets, "qlora": _peft_targets, "ia3": _peft_targets,
-          "adapter": _adapter_targets}
+          "adalora": _peft_targets, "dylora": _peft_targets, "adapter": _adapter_targets}
 
 
 def target_problems(cfg, kind: str) -> list[str]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from tunesmith.objectives import causal_lm, classify, sft
+from tunesmith.objectives import causal_lm, classify, dpo, kto, reward, rl, sft
 from tunesmith.objectives.spec import Objective
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (classify.OBJECTIVE, causal_lm.OBJECTIVE, sft.OBJECTIVE)}
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (classify.OBJECTIVE, causal_lm.OBJECTIVE, sft.OBJECTIVE,
+                                                   reward.OBJECTIVE, rl.OBJECTIVE, dpo.OBJECTIVE, kto.OBJECTIVE)}
 
 
 def register(objective: Objective) -> Objective:

@@ -42,7 +42,7 @@ class Objective:
     # data.columns maps each role to a column, which defaults to the role's name (an optional role's to none).
     roles: tuple = ()
     # (cfg) -> problems with the config that only this objective knows of (unknown roles in data.columns, options it
-    # does not support), each naming the key; cross_checks collects them the way it collects Method.check's.
+    # does not support), each naming the key; config_checks.cross_checks collects them the way it collects Method.check's.
     check_config: Callable[[Any], list[str]] = field(default=lambda cfg: [])
 
     def direction(self, metric: str) -> str:

@@ -36,9 +36,12 @@ def training_arguments(cfg, out_dir: Path, objective, **more):
         data_seed=t.seed,
         eval_strategy=t.eval_strategy,
         eval_steps=t.eval_steps,
-        save_strategy=t.eval_strategy if t.load_best_model_at_end else "no",
-        save_total_limit=1 if t.load_best_model_at_end else None,
-        save_only_model=True,
+        # checkpoints: every train.save_steps with everything resume needs (two kept), else only what picking the
+        # best model at the end needs
+        save_strategy="steps" if t.save_steps else t.eval_strategy if t.load_best_model_at_end else "no",
+        **({"save_steps": t.save_steps} if t.save_steps else {}),
+        save_total_limit=2 if t.save_steps else 1 if t.load_best_model_at_end else None,
+        save_only_model=not t.save_steps,
         load_best_model_at_end=t.load_best_model_at_end,
         metric_for_best_model=metric,
         greater_is_better=None if metric is None else objective.direction(metric) == "max",

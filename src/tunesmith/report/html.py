@@ -78,9 +78,10 @@ def metric_rows(base: dict, tuned: dict, directions: dict | None = None) -> list
         if not isinstance(b, (int, float)) or not isinstance(t, (int, float)) or name in COUNTS:
             continue
         delta = t - b
-        good = (delta < 0) if direction(name, directions) == "min" else (delta > 0)
+        way = direction(name, directions)  # "neither": a description (a length), not a score
+        good = (delta < 0) if way == "min" else (delta > 0)
         rows.append({"name": name, "base": _fmt(b), "tuned": _fmt(t), "delta": f"{delta:+.4f}",
-                     "cls": "better" if good else ("worse" if delta else "")})
+                     "cls": "" if way == "neither" else "better" if good else ("worse" if delta else "")})
     return rows
 
 

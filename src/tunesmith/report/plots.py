@@ -128,3 +128,36 @@ def forgetting_bars(rows: list[dict], path: Path) -> Path | None:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def metric_vs_parameter(points: list[tuple], parameter: str, metric: str, higher_is_better: bool, path: Path,
+                        log_x: bool = False, categories: list[str] | None = None, integer: bool = False) -> Path | None:
+    """A sweep's metric against one parameter: (value, metric, state) per trial, the completed trials filled,
+    the pruned ones hollow (at their last eval), the best ringed; `categories` puts values on a category axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    points = [p for p in points if p[1] is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    x = (lambda v: categories.index(v)) if categories else (lambda v: v)
+    for state, style in (("complete", {"color": "#1f77b4"}), ("pruned", {"facecolors": "none", "edgecolors": "#888"})):
+        chosen = [(x(v), y) for v, y, s in points if s == state]
+        if chosen:
+            ax.scatter(*zip(*chosen), label=state, zorder=3, **style)
+    done = [(x(v), y) for v, y, s in points if s == "complete"]
+    if done:
+        bx, by = (max if higher_is_better else min)(done, key=lambda p: p[1])
+        ax.scatter([bx], [by], s=160, facecolors="none", edgecolors="#d62728", label="best", zorder=4)
+    if categories:
+        ax.set_xticks(range(len(categories)), categories, rotation=20, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(categories) - 0.5)
+    elif log_x:
+        ax.set_xscale("log")
+    if integer and not categories:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(parameter)
+    ax.set_ylabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

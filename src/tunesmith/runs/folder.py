@@ -31,7 +31,7 @@ EXPORT_MARKER = "tunesmith-export.json"
 # Everything tunesmith writes at the top of a run folder (weights folders are named by the method's `saves`).
 RUN_ENTRIES = {"config.yaml", "manifest.json", "metrics.jsonl", "eval.json", "report.html", "plots", "checkpoints",
                "bench.json", "adapter", "model", "features", "scratch",
-               "tensorboard", "mlruns"}
+               "tensorboard", "mlruns", "base.json"}
 PARTIAL = ".partial"
 
 

@@ -1,0 +1,197 @@
+"""kto: learning from single-sided feedback (prompt, completion, desirable or not) through TRL's KTOTrainer.
+
+KTO (Ethayarajh et al., 2024) needs no pairs: each completion is marked desirable or undesirable, and the loss pushes
+its implicit reward, beta * (log p - log p_ref) against the base as reference, above (or below) an estimate of the
+policy's KL divergence from the reference, which TRL takes from mismatched prompt/completion pairs within a batch
+(so a batch needs at least 2 examples, and the batches keep the data's seeded order).
+
+Labels (data.columns.label): true/false, 1/0, or the words yes/no, good/bad, desirable/undesirable (any case).
+
+Metrics on the held-out rows, base and tuned alike. Rows have no partner, so they are compared across prompts,
+per token (log p / tokens) where raw log-probabilities are compared:
+- desirable_logp, undesirable_logp: mean log-probability per token of the desirable and the undesirable completions;
+- logp_gap: their difference;
+- ranking_accuracy: share of (desirable, undesirable) row pairs in which the desirable completion has the higher
+  log-probability per token (ties half: the ROC AUC of log-probability as a desirability score);
+- reward_accuracy, reward_margin: the same ranking, and the difference of the means, of KTO's implicit reward
+  beta * (log p - log p_ref) (summed over the completion). The base is its own reference: 0.5 and 0;
+- eval_loss, perplexity: mean negative log-likelihood per token of the desirable completions.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from tunesmith.objectives import preference as pref
+from tunesmith.objectives.roles import Role, check_columns, no_packing
+from tunesmith.objectives.spec import Objective
+from tunesmith.schema import Section
+
+TRUE_WORDS = ("true", "1", "yes", "good", "desirable")
+FALSE_WORDS = ("false", "0", "no", "bad", "undesirable")
+
+
+class KTOConfig(Section):
+    """Kahneman-Tversky optimization on single-sided labels through TRL's KTOTrainer."""
+
+    name: Literal["kto"]
+    beta: float = Field(0.1, gt=0, description="How strongly the policy is held to the reference (higher: closer).")
+    loss_type: Literal["kto", "apo_zero_unpaired"] = Field(
+        "kto", description="kto: the KTO loss; apo_zero_unpaired: APO-zero's unpaired variant (no KL estimate).")
+    desirable_weight: float = Field(1.0, gt=0, description="Weight of the desirable examples' losses (raise it when "
+                                    "they are fewer than the undesirable ones: TRL logs a suggested range).")
+    undesirable_weight: float = Field(1.0, gt=0, description="Weight of the undesirable examples' losses.")
+
+
+ROLES = (
+    Role("prompt", help="what the completion answers or continues (with data.format: chat, the user's message)"),
+    Role("completion", help="one response, rated desirable or not"),
+    Role("label", kind="label", help="whether the completion is desirable: true/false, 1/0, yes/no, good/bad, "
+         "desirable/undesirable"),
+)
+METRICS = frozenset({"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected",
+                     "kl"})  # what TRL logs in its evaluation (train.metric_for_best_model)
+DIRECTIONS = {"desirable_logp": "max", "undesirable_logp": "min", "logp_gap": "max", "ranking_accuracy": "max",
+              "reward_accuracy": "max", "reward_margin": "max", "eval_loss": "min", "perplexity": "min", "loss": "min",
+              "rewards/chosen": "max", "rewards/rejected": "min", "rewards/margins": "max", "logps/chosen": "max",
+              "logps/rejected": "min", "kl": "min"}
+
+
+def desirable(value) -> bool | None:
+    """A label as desirable (True) or not (False); None for a value that is neither."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    word = str(value).strip().lower() if isinstance(value, str) else None
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
+
+
+def check_config(cfg) -> list[str]:
+    problems = check_columns(cfg, ROLES) + no_packing(cfg) + pref.lm_head_problem(cfg)
+    if cfg.data.template:
+        problems.append("data.template: kto reads the prompt, completion and label columns as they are (data.columns "
+                        "names them); remove data.template, and use data.format: chat for the chat template")
+    kl = cfg.objective.loss_type == "kto"
+    if kl and cfg.train.per_device_train_batch_size < 2:
+        problems.append(f"train.per_device_train_batch_size: KTO estimates its KL term from the other completions of "
+                        f"a batch, so a batch needs at least 2 examples (found {cfg.train.per_device_train_batch_size}); "
+                        "set it to 2 or more (lower gradient_accumulation_steps to keep the effective batch)")
+    if kl and cfg.train.extra.get("train_sampling_strategy", "sequential") != "sequential":
+        problems.append("train.extra.train_sampling_strategy: KTO's KL estimate pairs each example with its neighbour "
+                        "in a batch, which needs 'sequential' (tunesmith shuffles the training rows once, seeded); "
+                        "remove the key")
+    owned = {"beta": "objective.beta", "loss_type": "objective.loss_type", "desirable_weight": "objective.desirable_weight",
+             "undesirable_weight": "objective.undesirable_weight", "max_length": "data.max_length"}
+    return problems + pref.train_extra_overlap(cfg, owned)
+
+
+def check(cfg, dd, tokenizer) -> list[str]:
+    from tunesmith.data.clean import short_value
+
+    d = cfg.data
+    problems = pref.missing_columns(cfg, dd, ["prompt", "completion", "label"])
+    if problems:
+        return problems
+    problems += pref.chat_template_problem(cfg, tokenizer)
+    for split, ds in dd.items():
+        problems += pref.empty_responses(cfg, ds, split, ["completion"])
+        labels, prompts = ds[d.column("label")][:], ds[d.column("prompt")][:]
+        bad = [i for i, v in enumerate(labels) if desirable(v) is None]
+        if bad:
+            problems.append(f"{d.source} ({split} split): column {d.column('label')!r} (label) says whether a completion "
+                            f"is desirable, and {len(bad)} row{'s' if len(bad) > 1 else ''} hold{'s' if len(bad) == 1 else ''} "
+                            f"something else, the first {short_value(labels[bad[0]])} (prompt {short_value(prompts[bad[0]])}); use true/false, "
+                            "1/0, yes/no, good/bad or desirable/undesirable")
+    return problems
+
+
+def tokenize(ds, tokenizer, cfg, task):
+    """prompt_ids, completion_ids (TRL's tokenization, see preference.split_ids), desirable, and the columns validate
+    and `data preview` read."""
+    d = cfg.data
+
+    def encode(row):
+        prompt, (completion,) = pref.split_ids(tokenizer, d, row[d.column("prompt")], [row[d.column("completion")]])
+        return {"prompt_ids": prompt, "completion_ids": completion, "desirable": desirable(row[d.column("label")]),
+                **pref.stats_features(prompt, completion, len(prompt) + len(completion))}
+
+    return ds.map(encode, remove_columns=ds.column_names, desc=f"tokenize {len(ds):,} rows")
+
+
+def trl_dataset(ds, cfg, seed: int | None = None):
+    """The split as TRL's KTOTrainer reads it: prompt, completion (text, or chat messages), label (a bool). The
+    training rows are shuffled once (seeded): TRL reads them in order, pairing neighbours for its KL estimate."""
+    from datasets import Dataset
+
+    d = cfg.data
+    out = Dataset.from_dict({
+        "prompt": [pref.prompt_value(d, p) for p in ds[d.column("prompt")][:]],
+        "completion": [pref.response_value(d, c) for c in ds[d.column("completion")][:]],
+        "label": [desirable(v) for v in ds[d.column("label")][:]],
+    })
+    return out if seed is None else out.shuffle(seed=seed)
+
+
+def build_trainer(model, tokenizer, prep, cfg, run_dir, callbacks):
+    """TRL's KTOTrainer on the method-applied model; the reference as for dpo (preference module docstring)."""
+    from trl import KTOTrainer
+
+    o = cfg.objective
+    options = {"beta": o.beta, "loss_type": o.loss_type, "desirable_weight": o.desirable_weight,
+               "undesirable_weight": o.undesirable_weight}
+    use_eval = cfg.train.eval_strategy != "no"
+    trainer = KTOTrainer(
+        model=model,
+        ref_model=None if pref.is_peft(model) else pref.frozen_copy(model),
+        args=pref.training_args(cfg, run_dir, prep.objective, **options),
+        train_dataset=trl_dataset(prep.data["train"], cfg, seed=cfg.train.seed),
+        eval_dataset=trl_dataset(prep.data["eval"], cfg) if use_eval else None,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    pref.use_base_as_reference(trainer, cfg)
+    return trainer
+
+
+def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
+    """The module docstring's metrics on the held-out rows whose prompt leaves room for a completion."""
+    max_length, batch = cfg.data.max_length, cfg.train.per_device_eval_batch_size
+    keep = [i for i, p in enumerate(features["prompt_ids"][:]) if len(p) < max_length]
+    rows = features.select(keep)
+    pieces = list(zip(rows["prompt_ids"][:], rows["completion_ids"][:]))
+    good = np.array(rows["desirable"][:], dtype=bool)
+    logps, counts = pref.response_logps(model, tokenizer, pieces, max_length, batch)
+    per_token = logps / np.maximum(counts, 1)
+    metrics = {"desirable_logp": float(np.mean(per_token[good])) if good.any() else float("nan"),
+               "undesirable_logp": float(np.mean(per_token[~good])) if (~good).any() else float("nan"),
+               "ranking_accuracy": pref.ranking(per_token[good], per_token[~good]), **pref.nll_metrics(logps[good], counts[good])}
+    metrics["logp_gap"] = metrics["desirable_logp"] - metrics["undesirable_logp"]
+    with pref.reference_model(model, cfg) as ref:
+        ref_logps = logps if ref is None else pref.response_logps(ref, tokenizer, pieces, max_length, batch)[0]
+    rewards = cfg.objective.beta * (logps - ref_logps)
+    metrics["reward_accuracy"] = pref.ranking(rewards[good], rewards[~good])
+    metrics["reward_margin"] = float(np.mean(rewards[good]) - np.mean(rewards[~good])) if good.any() and (~good).any() else float("nan")
+    d = cfg.data
+    wanted = [i for i, v in enumerate(raw[d.column("label")][:]) if desirable(v)][: cfg.eval.num_samples]
+    shown = raw.select(wanted)
+    metrics["samples"] = pref.samples(model, tokenizer, shown[d.column("prompt")][:], shown[d.column("completion")][:], cfg)
+    return pref.finite(metrics)
+
+
+def _trl_config() -> type:
+    from trl import KTOConfig as TRLKTOConfig
+
+    return TRLKTOConfig
+
+
+OBJECTIVE = Objective(
+    name="kto", config_cls=KTOConfig, model_kind="causal_lm", metric_names=METRICS, best_metric="eval_loss",
+    roles=ROLES, check_config=check_config, check=check, setup=lambda cfg, dd: {}, tokenize=tokenize,
+    collator=lambda tokenizer: None, evaluate=evaluate, probe=pref.probe, build_trainer=build_trainer,
+    args_class=lambda: _trl_config(), metric_directions=DIRECTIONS,
+    summary="single-sided labels -> KTO through TRL (desirable vs undesirable log-probability, implicit reward)",
+)

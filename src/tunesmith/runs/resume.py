@@ -1,0 +1,99 @@
+"""Never lose a run: checkpoints that are complete or visibly not, and resuming a stopped run from the last one.
+
+With `train.save_steps: N` the trainer writes a checkpoint every N optimizer steps into <run>/checkpoints/ (the
+model or adapter, optimizer, scheduler, RNG states and the data position, as transformers saves them). A
+checkpoint counts only once it holds `tunesmith-checkpoint.json`, written after everything else: a process killed
+while writing one leaves a folder without that file, which resume skips. `tunesmith train --resume RUN_DIR` finds
+the stopped run (RUN_DIR itself, or RUN_DIR.partial when it was a retrain beside a finished run), and continues
+from its last complete checkpoint with the config it started with; the base model's measurement is not repeated
+(it was saved in base.json when the run started).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from tunesmith.errors import TunesmithError
+from tunesmith.runs.folder import PARTIAL, is_finished, run_marker
+
+COMPLETE = "tunesmith-checkpoint.json"
+BASE = "base.json"  # the base model's measurement, written before training starts
+
+
+def checkpoint_marker():
+    """A TrainerCallback that marks each checkpoint complete once the trainer has written all of it."""
+    from transformers import TrainerCallback
+
+    class CheckpointMarker(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and (folder / "trainer_state.json").is_file():
+                tmp = folder / (COMPLETE + ".tmp")
+                tmp.write_text(json.dumps({"step": state.global_step, "epoch": state.epoch}) + "\n")
+                os.replace(tmp, folder / COMPLETE)
+
+    return CheckpointMarker()
+
+
+def _step(path: Path) -> int:
+    match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+    return int(match.group(1)) if match else -1
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint that was written completely, or None."""
+    for folder in sorted((Path(run_dir) / "checkpoints").glob("checkpoint-*"), key=_step, reverse=True):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+            json.loads((folder / COMPLETE).read_text())
+        except (OSError, ValueError):
+            continue  # killed while writing it: not a checkpoint
+        return folder
+    return None
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stopped_run(run_dir: str | Path) -> tuple[Path, Path]:
+    """(folder holding the stopped run, its last complete checkpoint) for `--resume RUN_DIR`; else a clear error."""
+    target = Path(run_dir)
+    partial = target.with_name(target.name + PARTIAL)
+    for folder in (partial, target):
+        manifest = run_marker(folder) if folder.is_dir() else None
+        if manifest is None or is_finished(manifest):
+            continue
+        if _alive(manifest.get("pid")):
+            raise TunesmithError(f"--resume {target}: the run is still training (process {manifest['pid']}); wait for "
+                                 "it or stop it first")
+        checkpoint = last_checkpoint(folder)
+        if checkpoint is None:
+            raise TunesmithError(f"--resume {target}: the stopped run in {folder} has no complete checkpoint to continue "
+                                 "from (set train.save_steps to write them); train it again with --overwrite")
+        return folder, checkpoint
+    manifest = run_marker(target) if target.is_dir() else None
+    if manifest is not None and is_finished(manifest):
+        raise TunesmithError(f"--resume {target}: the run finished; there is nothing to resume (train it again with "
+                             "--overwrite to start over)")
+    raise TunesmithError(f"--resume {target}: no stopped tunesmith run there (nor in {partial.name}); give the folder "
+                         "of a run that was stopped or crashed")
+
+
+def trim_metrics(run_dir: Path, step: int) -> None:
+    """Drop the training log lines written after the checkpoint, which the resumed run writes again."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(line + "\n" for line in keep))

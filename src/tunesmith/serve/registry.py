@@ -1,0 +1,263 @@
+"""What `tunesmith serve` serves under which name, and the worker that runs each model's requests.
+
+Every distinct base is loaded once: the PEFT adapter runs trained on it sit on one `AdapterSet`, each served under
+its run's name (its folder's, or NAME from `NAME=RUN_DIR`), and a causal LM base is served too, under its own name,
+with the adapters switched off. A run saved as a whole model (full, freeze, ...) is served as it is, and `--model`
+serves a plain model (catalog name, local folder or hub id).
+
+One model object answers one request at a time: each has a single worker thread that takes requests in the order
+they arrived (a FIFO queue), and a request switches its adapter on for its own call only
+(`generation.using_adapter`), so no request ever runs with another request's adapter, and a busy queue stays fair.
+Different bases have their own workers and run side by side.
+
+Nothing here imports FastAPI; torch and transformers are imported when models load.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunesmith.errors import TunesmithError
+from tunesmith.generation import chat_prompt, complete, model_lock, using_adapter
+
+
+class UnknownModel(TunesmithError):
+    """A request named a model this server does not serve (HTTP 404)."""
+
+
+def served_name(model_name: str) -> str:
+    """The name a base is served under: a local folder by its folder name, a catalog name or hub id as it is."""
+    path = Path(model_name).expanduser()
+    return path.name if path.is_dir() else model_name
+
+
+def parse_specs(items: list[str]) -> list[tuple[str, Path]]:
+    """`RUN_DIR` or `NAME=RUN_DIR` -> (name, folder); each folder is checked to be a finished run (no torch)."""
+    from tunesmith.runs import check_run_folder
+
+    specs = []
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or Path(item).exists():  # a folder whose own name holds '=' is taken as it is
+            name, folder = "", item
+        if sep and not name.strip():
+            raise TunesmithError(f"{item!r}: give NAME=RUN_DIR with a name before '=', or just RUN_DIR")
+        path = Path(folder).expanduser()
+        check_run_folder(path)
+        specs.append((name.strip() or path.resolve().name, path))
+    return specs
+
+
+@dataclass
+class Served:
+    """One name clients can ask for: a base, an adapter on a shared base, or a whole model."""
+
+    name: str
+    kind: str  # "base", "adapter" (on a shared base), or "model" (a run saved whole, or --model)
+    model: Any
+    tokenizer: Any
+    worker: ThreadPoolExecutor  # the model's single worker: its requests, one at a time, in arrival order
+    run: Any = None  # the Run it serves (None for a base or a plain --model)
+    adapter: str | None = None  # its adapter's name on the shared model (adapters only)
+    parent: str | None = None  # the base an adapter sits on
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def objective(self) -> str | None:
+        return self.run.config.objective.name if self.run is not None else None
+
+    @property
+    def generates(self) -> bool:
+        return self.run is None or self.run.objective.model_kind == "causal_lm"
+
+    @property
+    def classifies(self) -> bool:
+        return self.run is not None and self.run.objective.predict is not None
+
+    @property
+    def scores(self) -> bool:
+        return self.run is not None and self.run.objective.score is not None
+
+    @property
+    def context(self) -> int | None:
+        """The most tokens (prompt + completion) the model takes: its position embeddings, else the tokenizer's limit."""
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        if not limit:
+            limit = getattr(self.tokenizer, "model_max_length", None)
+        return int(limit) if limit and limit < 10**7 else None
+
+    # --- prompts, formatted as the run was trained -------------------------------------------------------------
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of a conversation, ending with the assistant's turn. A run's prompts are formatted as in
+        training: one user message exactly as `tunesmith generate` formats a prompt; a longer conversation through
+        the chat template with the run's system prompt (unless the request has one) and data.template."""
+        from tunesmith.data.templates import probe_row, prompt_and_response
+        from tunesmith.data.tokenize import sft_prompt_ids
+
+        if self.run is None:
+            return self._chat_template(messages)
+        d = self.run.config.data
+        takes_prompts = any(role.name == "prompt" for role in self.run.objective.roles)
+        if len(messages) == 1 and messages[0]["role"] == "user":
+            text = messages[0]["content"]
+            if takes_prompts:
+                return sft_prompt_ids(self.tokenizer, d, probe_row(text, d))
+            return list(self.tokenizer(text)["input_ids"])  # a causal_lm run continues raw text
+        if d.format != "chat":
+            raise TunesmithError(f"messages: {self.name!r} was trained on plain text (data.format: text), so it takes "
+                                 "one user message, formatted as in training; send one user message, or send raw "
+                                 "text to /v1/completions")
+        has_system = any(m["role"] == "system" for m in messages)
+        rendered = [{"role": "system", "content": d.system_prompt}] if d.system_prompt and not has_system else []
+        for m in messages:
+            if m["role"] == "user" and d.template:
+                m = {**m, "content": prompt_and_response(probe_row(m["content"], d), d)[0].strip()}
+            rendered.append(m)
+        return self._chat_template(rendered)
+
+    def _chat_template(self, messages: list[dict]) -> list[int]:
+        try:
+            return chat_prompt(self.tokenizer, messages)
+        except TunesmithError:
+            raise
+        except Exception as err:  # the template's own checks (roles in order, roles it knows)
+            raise TunesmithError(f"messages: the chat template of {self.name!r} does not accept these messages "
+                                 f"({type(err).__name__}: {err})") from None
+
+    def text_ids(self, prompt: str | list[int]) -> list[int]:
+        """A raw prompt's ids (a string is tokenized with the tokenizer's special tokens; ids are used as they are)."""
+        if isinstance(prompt, str):
+            return list(self.tokenizer(prompt)["input_ids"])
+        outside = [t for t in prompt if not 0 <= t < len(self.tokenizer)]
+        if outside:
+            raise TunesmithError(f"prompt: token ids {outside[:5]} are outside {self.name!r}'s vocabulary "
+                                 f"(0 to {len(self.tokenizer) - 1})")
+        return list(prompt)
+
+    # --- work, run on the worker -----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _base_only(self):
+        """A base that has adapters on it answers with them switched off, under the model's lock."""
+        peft = _peft()
+        if self.kind == "base" and isinstance(self.model, peft.PeftModel):
+            with model_lock(self.model), self.model.disable_adapter():
+                yield
+        else:
+            yield
+
+    def complete(self, prompts: list[list[int]], **options) -> list:
+        """`generation.complete` with this name's adapter (or none); options as there."""
+        with self._base_only():
+            return complete(self.model, self.tokenizer, prompts, adapter=self.adapter, **options)
+
+    def predict(self, texts: list[str]) -> list[dict]:
+        """What `tunesmith predict` answers: label, score and probabilities per text."""
+        run = self.run
+        with using_adapter(self.model, self.adapter):
+            return run.objective.predict(self.model, self.tokenizer, list(texts), run.config, run.task)
+
+    def score(self, rows: list[dict]) -> list[float]:
+        """A reward model's score of each row (Run.score's answer)."""
+        run = self.run
+        with using_adapter(self.model, self.adapter):
+            return run.objective.score(self.model, self.tokenizer, list(rows), run.config, run.task)
+
+
+def _peft():
+    import peft
+
+    return peft
+
+
+class Registry:
+    """The served names. `close()` lets each worker finish the requests it holds."""
+
+    def __init__(self, served: list[Served]):
+        self.models = {s.name: s for s in served}
+
+    def get(self, name: str) -> Served:
+        if name not in self.models:
+            raise UnknownModel(f"The model {name!r} does not exist on this server; it serves: {', '.join(self.models)}")
+        return self.models[name]
+
+    def close(self) -> None:
+        for worker in {id(s.worker): s.worker for s in self.models.values()}.values():
+            worker.shutdown(wait=True)
+
+
+def _plan(specs, models, trust_remote_code):
+    """Which runs share a base (grouped by base, dtype, model kind and PEFT type), which stand alone, which plain
+    models are added; every served name checked to be unique before anything loads."""
+    from tunesmith.runs import Run, read_json_file
+
+    groups: dict[tuple, list[tuple[str, Any]]] = {}
+    whole: list[tuple[str, Any]] = []
+    for name, folder in specs:
+        run = Run(folder, trust_remote_code=trust_remote_code)
+        if run.is_peft_adapter:
+            peft_type = read_json_file(run.weights_dir / "adapter_config.json").get("peft_type")
+            key = (run.config.model.name, run.config.model.dtype, run.objective.model_kind, peft_type)
+            groups.setdefault(key, []).append((name, run))
+        else:
+            whole.append((name, run))
+    names = [n for members in groups.values() for n, _ in members] + [n for n, _ in whole]
+    bases = []
+    for key in groups:
+        if key[2] == "causal_lm" and served_name(key[0]) not in bases:
+            bases.append(served_name(key[0]))
+    plain = [m for m in dict.fromkeys(models) if served_name(m) not in bases]
+    taken = names + bases + [served_name(m) for m in plain]
+    clashes = sorted({n for n in taken if taken.count(n) > 1})
+    if clashes:
+        raise TunesmithError(f"two served models would share the name(s) {clashes}; name runs with NAME=RUN_DIR "
+                             "(e.g. `tunesmith serve support=runs/chat-sft-lora`)")
+    return groups, whole, plain
+
+
+def _worker(name: str) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"serve-{name}")
+
+
+def load_registry(specs: list[tuple[str, Path]], models: list[str] = (), trust_remote_code: bool = False) -> Registry:
+    """Load what `tunesmith serve` serves: specs from `parse_specs`, plus plain models by name."""
+    from tunesmith.adapters import AdapterSet
+
+    groups, whole, plain = _plan(specs, list(models), trust_remote_code)
+    served: list[Served] = []
+    for (base_model, _, kind, _), members in groups.items():
+        adapters = AdapterSet([run.dir for _, run in members], trust_remote_code=trust_remote_code,
+                              names=[n for n, _ in members])
+        base, worker = served_name(base_model), _worker(served_name(base_model))
+        for name, run in adapters.runs.items():
+            served.append(Served(name, "adapter", adapters.model, run.tokenizer, worker, run=run, adapter=name,
+                                 parent=base, created=_created(run)))
+        if kind == "causal_lm" and base not in {s.name for s in served}:
+            served.append(Served(base, "base", adapters.model, next(iter(adapters.runs.values())).tokenizer, worker))
+    for name, run in whole:
+        served.append(Served(name, "model", run.model, run.tokenizer, _worker(name), run=run, created=_created(run)))
+    for name in plain:
+        model, tokenizer = _plain_model(name, trust_remote_code)
+        served.append(Served(served_name(name), "model", model, tokenizer, _worker(served_name(name))))
+    return Registry(served)
+
+
+def _created(run) -> int:
+    return int((run.dir / "manifest.json").stat().st_mtime)
+
+
+def _plain_model(name: str, trust_remote_code: bool):
+    from tunesmith.config import ModelConfig
+    from tunesmith.modeling import ensure_pad_token, load_model, load_tokenizer, to_device
+
+    cfg = ModelConfig(name=name)
+    tokenizer = load_tokenizer(cfg, trust_remote_code=trust_remote_code)
+    model = load_model(cfg, "causal_lm", trust_remote_code=trust_remote_code)
+    ensure_pad_token(tokenizer, model)
+    return to_device(model).eval(), tokenizer
