@@ -242,3 +242,18 @@ def test_compare_reads_a_reward_run(tiny_bert, pairs_file, tmp_path):
     rows = [row("lora", run.dir, None)]
     assert rows[0]["status"] == "ok" and primary_metric(rows) == "reward_accuracy"
     assert rows[0]["directions"]["reward_accuracy"] == "max" and rows[0]["directions"]["eval_loss"] == "min"
+
+
+@pytest.mark.parametrize("values,options,expected", [
+    ([True, False, True], {}, {"rating": "thumbs", "positive": "true", "negative": "false"}),
+    ([0, 1, 1.0], {}, {"rating": "thumbs", "positive": "1", "negative": "0"}),
+    (["Up", "down", "up"], {}, {"rating": "thumbs", "positive": "up", "negative": "down"}),
+    (["fresh", "rotten"], {"positive": "fresh"}, {"rating": "thumbs", "positive": "fresh", "negative": "rotten"}),
+    ([1, 5, 5, 1], {"rating_kind": "numeric"}, {"rating": "numeric", "mean": 3.0, "std": 2.0}),
+    (["1", "2", "3"], {}, {"rating": "numeric", "mean": 2.0, "std": pytest.approx(0.8165, abs=1e-4)}),
+])
+def test_the_rating_scale_is_read_from_the_values(values, options, expected):
+    from tunesmith.objectives.reward_data import rating_scale
+
+    cfg = load_config(reward_config("minilm-l6", "x.jsonl", **options))
+    assert rating_scale(cfg, values, "x.jsonl") == (expected, [])

@@ -80,12 +80,12 @@ def base_name(tiny_llama):
     return Path(tiny_llama).name
 
 
-def test_models_lists_the_base_and_its_adapters(client, tiny_llama):
+def test_models_lists_the_base_and_its_adapters(client, tiny_llama, tiny_bert):
     models = {m.id: m for m in client.models.list().data}
     base = base_name(tiny_llama)
     assert set(models) == {"chat-a", "bee", base, "sentiment", "sentiment-full", "reward"}
     assert models["chat-a"].parent == base and models["bee"].parent == base and models[base].parent is None
-    assert models["sentiment"].parent == models["reward"].parent == "tiny-bert0" and models["sentiment-full"].parent is None
+    assert models["sentiment"].parent == models["reward"].parent == base_name(tiny_bert) and models["sentiment-full"].parent is None
     assert (models["bee"].kind, models[base].kind, models["sentiment-full"].kind) == ("adapter", "base", "model")
     assert client.models.retrieve("bee").objective == "sft"
 

@@ -92,7 +92,7 @@ DIRECTIONS = {"preference_accuracy": "max", "logp_margin": "max", "reward_accura
 
 
 def check_config(cfg) -> list[str]:
-    problems = check_columns(cfg, ROLES) + no_packing(cfg) + pref.lm_head_problem(cfg)
+    problems = check_columns(cfg, ROLES) + no_packing(cfg) + pref.method_problems(cfg)
     if cfg.data.template:
         problems.append("data.template: dpo reads the prompt, chosen and rejected columns as they are (data.columns "
                         "names them); remove data.template, and use data.format: chat for the chat template")

@@ -71,7 +71,7 @@ def desirable(value) -> bool | None:
 
 
 def check_config(cfg) -> list[str]:
-    problems = check_columns(cfg, ROLES) + no_packing(cfg) + pref.lm_head_problem(cfg)
+    problems = check_columns(cfg, ROLES) + no_packing(cfg) + pref.method_problems(cfg)
     if cfg.data.template:
         problems.append("data.template: kto reads the prompt, completion and label columns as they are (data.columns "
                         "names them); remove data.template, and use data.format: chat for the chat template")

@@ -27,7 +27,6 @@ import numpy as np
 
 log = logging.getLogger("tunesmith")
 REFERENCE_ADAPTER = "ref"  # the name TRL gives the frozen copy of an already-wrapped adapter
-# A PEFT adapter on the output layer is never trained by TRL (it computes log-probabilities from lm_head.weight)
 LM_HEAD = "lm_head"
 
 
@@ -225,7 +224,14 @@ def use_base_as_reference(trainer, cfg) -> None:
     trainer.add_callback(DropReference())
 
 
-def lm_head_problem(cfg) -> list[str]:
+def method_problems(cfg) -> list[str]:
+    """What a method says it cannot do for a causal LM's sft (features, head) holds for dpo and kto too; and TRL
+    computes log-probabilities from lm_head.weight directly, so an adapter on lm_head would never train."""
+    from tunesmith.methods.registry import METHODS
+
+    reason = METHODS[cfg.method.name].unsupported.get("sft")
+    if reason:
+        return [f"method.name: {cfg.method.name!r} does not apply to objective {cfg.objective.name!r}: {reason}"]
     targets = getattr(cfg.method, "target_modules", None)
     targets = [targets] if isinstance(targets, str) else list(targets or [])
     if LM_HEAD in targets:
