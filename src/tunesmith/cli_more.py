@@ -254,6 +254,7 @@ def sweep(
 ):
     """Search hyperparameters with Optuna: each trial a run in its own process; writes sweep.json and sweep.html."""
     _start(config=config)
+    from rich.markup import escape
     from rich.progress import Progress
     from rich.table import Table
 
@@ -267,14 +268,15 @@ def sweep(
             bar.update(task, total=total, completed=done, description=f"trial {number} ({done + 1}/{total})")
 
         summary = _run(run_sweep, config, out=out, trials=trials, progress=progress, trust_remote_code=trust_remote_code)
-    best = (summary["best"] or {}).get("number")
+    best, keys = (summary["best"] or {}).get("number"), list(summary["parameters"])
+    short = [k.split(".")[-1] for k in keys]  # learning_rate, r, target_modules: the full keys head sweep.html
     table = Table(title=f"sweep on {summary['metric']} ({summary['direction']}; best marked *)")
-    for col in ("trial", "state", summary["metric"], *summary["parameters"], "train s"):
-        table.add_column(col, justify="right" if col != "state" else "left")
+    for col in ("trial", "state", summary["metric"], *(short if len(set(short)) == len(short) else keys), "train s"):
+        table.add_column(col, justify="right" if col != "state" else "left", overflow="fold")
     for t in summary["trials"]:
         table.add_row(f"{t['number']}{' *' if t['number'] == best else ''}", t["state"],
                       "–" if t["value"] is None else _fmt(t["value"]),
-                      *[f"{v:.3g}" if isinstance(v := t["labels"].get(k, ""), float) else str(v) for k in summary["parameters"]],
+                      *[escape(f"{v:.3g}" if isinstance(v := t["labels"].get(k, ""), float) else str(v)) for k in keys],
                       "" if t["train_seconds"] is None else f"{t['train_seconds']:.0f}")
     console.print(table)
     if summary["importances"]:

@@ -134,7 +134,9 @@ def metric_vs_parameter(points: list[tuple], parameter: str, metric: str, higher
                         log_x: bool = False, categories: list[str] | None = None, integer: bool = False) -> Path | None:
     """A sweep's metric against one parameter: (value, metric, state) per trial, the completed trials filled,
     the pruned ones hollow (at their last eval), the best ringed; `categories` puts values on a category axis."""
-    from matplotlib.ticker import MaxNLocator
+    import textwrap
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     points = [p for p in points if p[1] is not None]
     if not points:
@@ -150,10 +152,13 @@ def metric_vs_parameter(points: list[tuple], parameter: str, metric: str, higher
         bx, by = (max if higher_is_better else min)(done, key=lambda p: p[1])
         ax.scatter([bx], [by], s=160, facecolors="none", edgecolors="#d62728", label="best", zorder=4)
     if categories:
-        ax.set_xticks(range(len(categories)), categories, rotation=20, ha="right", fontsize=8)
+        ax.set_xticks(range(len(categories)), [textwrap.fill(c, 20) for c in categories], fontsize=7)
         ax.set_xlim(-0.5, len(categories) - 0.5)
     elif log_x:
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 1e-4, 2e-4, 5e-4, 1e-3 ...
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     if integer and not categories:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(parameter)
