@@ -7,7 +7,6 @@ import torch
 
 from tunesmith import api
 from tunesmith.methods.registry import METHODS, apply_method
-from tunesmith.objectives.registry import OBJECTIVES
 
 GPU_ONLY = {"qlora"}  # tested in test_qlora.py where a CUDA GPU exists
 
@@ -34,7 +33,10 @@ INTENDED = {
     "adalora": lambda n: "lora_" in n or "modules_to_save" in n,
     "dylora": lambda n: "lora_" in n or "modules_to_save" in n,
 }
-CASES = [(m, o) for m in METHODS for o in OBJECTIVES if o not in METHODS[m].unsupported and m not in GPU_ONLY]
+# The README's support table: every method on the objectives that learn from text and labels. The feedback
+# objectives (reward, dpo, kto, rl) test their methods in their own files (test_reward.py, test_preference.py, test_rl.py).
+TABLE_OBJECTIVES = ("classify", "causal_lm", "sft")
+CASES = [(m, o) for m in METHODS for o in TABLE_OBJECTIVES if o not in METHODS[m].unsupported and m not in GPU_ONLY]
 
 
 def data_for(objective, sentiment_file, qa_file, text_file):

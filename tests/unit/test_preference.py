@@ -124,7 +124,8 @@ def test_reference_with_the_adapter_disabled_is_exactly_the_base(tiny_llama, pai
 def test_metrics_score_the_token_ids_trl_trains_on(tiny_llama, pairs_file, tmp_path, fmt):
     from tunesmith.modeling import load_model
 
-    cfg = load_config(config(tiny_llama, pairs_file, {"name": "dpo"}, {"name": "full"}, data={"format": fmt}))
+    cfg = load_config(config(tiny_llama, pairs_file, {"name": "dpo"}, {"name": "full"},
+                             data={"format": fmt, "columns": {"unrelated": "unrelated"}}))
     prep = api.Prepared(cfg)
     trainer = prep.objective.build_trainer(load_model(cfg.model, "causal_lm"), prep.tokenizer, prep, cfg, tmp_path, [])
     ours = prep.objective.tokenize(prep.data["train"], prep.tokenizer, cfg, {})

@@ -152,7 +152,8 @@ def build_trainer(model, tokenizer, prep, cfg, run_dir, callbacks):
     from trl import DPOTrainer
 
     o = cfg.objective
-    options = {"beta": o.beta, "loss_type": o.losses(), "loss_weights": o.loss_weights, "label_smoothing": o.label_smoothing}
+    options = {"beta": o.beta, "loss_type": o.losses(), "loss_weights": o.loss_weights,
+               "label_smoothing": o.label_smoothing}
     use_eval = cfg.train.eval_strategy != "no"
     trainer = DPOTrainer(
         model=model,
@@ -183,14 +184,16 @@ def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
                **pref.nll_metrics(chosen, chosen_n)}
     if "unrelated_ids" in rows.column_names:
         unrelated, unrelated_n = score(model, "unrelated")  # per token: an unrelated sentence is often shorter
-        metrics["chosen_over_unrelated"] = pref.beats(chosen / np.maximum(chosen_n, 1), unrelated / np.maximum(unrelated_n, 1))
+        metrics["chosen_over_unrelated"] = pref.beats(chosen / np.maximum(chosen_n, 1),
+                                                      unrelated / np.maximum(unrelated_n, 1))
     with pref.reference_model(model, cfg) as ref:
-        ref_chosen, ref_rejected = (chosen, rejected) if ref is None else (score(ref, "chosen")[0], score(ref, "rejected")[0])
+        ref_chosen, ref_rejected = (chosen, rejected) if ref is None else (score(ref, "chosen")[0],
+                                                                           score(ref, "rejected")[0])
     margins = cfg.objective.beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
     metrics.update(reward_accuracy=pref.beats(margins, np.zeros_like(margins)), reward_margin=float(np.mean(margins)))
-    shown = raw.select(range(min(cfg.eval.num_samples, len(raw))))
-    d = cfg.data
-    metrics["samples"] = pref.samples(model, tokenizer, shown[d.column("prompt")][:], shown[d.column("chosen")][:], cfg)
+    shown, d = raw.select(range(min(cfg.eval.num_samples, len(raw)))), cfg.data
+    metrics["samples"] = pref.samples(model, tokenizer, shown[d.column("prompt")][:], shown[d.column("chosen")][:],
+                                      cfg)
     return pref.finite(metrics)
 
 

@@ -84,8 +84,8 @@ def check_config(cfg) -> list[str]:
         problems.append("train.extra.train_sampling_strategy: KTO's KL estimate pairs each example with its neighbour "
                         "in a batch, which needs 'sequential' (tunesmith shuffles the training rows once, seeded); "
                         "remove the key")
-    owned = {"beta": "objective.beta", "loss_type": "objective.loss_type", "desirable_weight": "objective.desirable_weight",
-             "undesirable_weight": "objective.undesirable_weight", "max_length": "data.max_length"}
+    owned = {"beta": "objective.beta", "loss_type": "objective.loss_type", "max_length": "data.max_length",
+             "desirable_weight": "objective.desirable_weight", "undesirable_weight": "objective.undesirable_weight"}
     return problems + pref.train_extra_overlap(cfg, owned)
 
 
@@ -102,9 +102,10 @@ def check(cfg, dd, tokenizer) -> list[str]:
         labels, prompts = ds[d.column("label")][:], ds[d.column("prompt")][:]
         bad = [i for i, v in enumerate(labels) if desirable(v) is None]
         if bad:
-            problems.append(f"{d.source} ({split} split): column {d.column('label')!r} (label) says whether a completion "
-                            f"is desirable, and {len(bad)} row{'s' if len(bad) > 1 else ''} hold{'s' if len(bad) == 1 else ''} "
-                            f"something else, the first {short_value(labels[bad[0]])} (prompt {short_value(prompts[bad[0]])}); use true/false, "
+            rows = f"{len(bad)} row{'s hold' if len(bad) > 1 else ' holds'}"
+            problems.append(f"{d.source} ({split} split): column {d.column('label')!r} (label) says whether a "
+                            f"completion is desirable, and {rows} something else, the first "
+                            f"{short_value(labels[bad[0]])} (prompt {short_value(prompts[bad[0]])}); use true/false, "
                             "1/0, yes/no, good/bad or desirable/undesirable")
     return problems
 
@@ -166,20 +167,26 @@ def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
     good = np.array(rows["desirable"][:], dtype=bool)
     logps, counts = pref.response_logps(model, tokenizer, pieces, max_length, batch)
     per_token = logps / np.maximum(counts, 1)
-    metrics = {"desirable_logp": float(np.mean(per_token[good])) if good.any() else float("nan"),
-               "undesirable_logp": float(np.mean(per_token[~good])) if (~good).any() else float("nan"),
-               "ranking_accuracy": pref.ranking(per_token[good], per_token[~good]), **pref.nll_metrics(logps[good], counts[good])}
+    metrics = {"desirable_logp": _mean(per_token[good]), "undesirable_logp": _mean(per_token[~good]),
+               "ranking_accuracy": pref.ranking(per_token[good], per_token[~good]),
+               **pref.nll_metrics(logps[good], counts[good])}
     metrics["logp_gap"] = metrics["desirable_logp"] - metrics["undesirable_logp"]
     with pref.reference_model(model, cfg) as ref:
         ref_logps = logps if ref is None else pref.response_logps(ref, tokenizer, pieces, max_length, batch)[0]
     rewards = cfg.objective.beta * (logps - ref_logps)
     metrics["reward_accuracy"] = pref.ranking(rewards[good], rewards[~good])
-    metrics["reward_margin"] = float(np.mean(rewards[good]) - np.mean(rewards[~good])) if good.any() and (~good).any() else float("nan")
+    metrics["reward_margin"] = _mean(rewards[good]) - _mean(rewards[~good])
     d = cfg.data
     wanted = [i for i, v in enumerate(raw[d.column("label")][:]) if desirable(v)][: cfg.eval.num_samples]
     shown = raw.select(wanted)
-    metrics["samples"] = pref.samples(model, tokenizer, shown[d.column("prompt")][:], shown[d.column("completion")][:], cfg)
+    metrics["samples"] = pref.samples(model, tokenizer, shown[d.column("prompt")][:],
+                                      shown[d.column("completion")][:], cfg)
     return pref.finite(metrics)
+
+
+def _mean(values) -> float:
+    """NaN (left out of eval.json) when the held-out rows have none of that kind."""
+    return float(np.mean(values)) if len(values) else float("nan")
 
 
 def _trl_config() -> type:
