@@ -26,7 +26,7 @@ log = logging.getLogger("tunesmith")
 
 # The task metric shown first: the first of these that the runs report (which way it is better comes from the
 # runs' eval.json, see primary_metric).
-PRIMARY = ("accuracy", "rougeL", "reward_accuracy", "eval_loss")
+PRIMARY = ("accuracy", "rougeL", "preference_accuracy", "reward_accuracy", "reward", "eval_loss")
 
 
 def variants(raw: dict, cfg: RunConfig, methods: list[str] | None) -> list[dict]:
