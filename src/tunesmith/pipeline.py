@@ -32,7 +32,8 @@ from tunesmith.modeling import (
 from tunesmith.objectives.registry import OBJECTIVES
 from tunesmith.objectives.rewards import trusting
 from tunesmith.report.html import write_report
-from tunesmith.report.runlog import MetricsLog, peak_memory_mb, versions, write_json
+from tunesmith.report.metrics_log import MetricsLog
+from tunesmith.report.runlog import peak_memory_mb, versions, write_json
 from tunesmith.report.tracking import tracking_callbacks
 from tunesmith.runs import (
     OutputPlan,

@@ -1,4 +1,5 @@
-"""The run folder's files: metrics.jsonl streamed during training, manifest.json, eval.json."""
+"""The run folder's files: metrics.jsonl (written by report.metrics_log during training), manifest.json, eval.json.
+Light on purpose: the CLI reads run folders before it imports torch."""
 
 from __future__ import annotations
 
@@ -6,28 +7,8 @@ import json
 import platform
 import resource
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
-
-import torch
-from transformers import TrainerCallback
-
-
-class MetricsLog(TrainerCallback):
-    """Appends every Trainer log (loss, learning rate, eval metrics) to metrics.jsonl as it happens."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.start = time.time()
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or not state.is_world_process_zero:
-            return
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "time": round(time.time() - self.start, 2)}
-        record.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -51,6 +32,8 @@ def peak_memory_mb() -> dict:
     """Peak resident memory of this process (CPU) and peak allocated CUDA memory, in MB."""
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = {"peak_rss_mb": round(rss_kb / (1024 if sys.platform != "darwin" else 1024 * 1024), 1)}
+    import torch
+
     if torch.cuda.is_available():
         out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
