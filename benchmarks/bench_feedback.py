@@ -21,10 +21,11 @@ from pathlib import Path
 RUNS = {
     "reward-pairs": ("configs/reward-pairs.yaml", ["reward_accuracy", "reward_margin"], ["train.num_train_epochs=1"]),
     "reward-ratings": ("configs/reward-ratings.yaml", ["accuracy", "pearson", "spearman"], ["data.train_size=500"]),
-    "dpo-stereoset": ("configs/dpo-stereoset.yaml", ["rewards/accuracies", "logps_accuracy", "meaningful_accuracy",
-                                                     "rewards/margins"], ["train.max_steps=10"]),
-    "kto": (None, ["rewards/margins", "logps_accuracy", "loss"], ["train.max_steps=10"]),
-    "rlhf-positive-reviews": ("configs/rlhf-positive-reviews.yaml", ["reward", "kl", "length"], []),
+    "dpo-stereoset": ("configs/dpo-stereoset.yaml", ["preference_accuracy", "chosen_over_unrelated", "perplexity"],
+                      ["train.max_steps=10"]),
+    "kto": (None, ["ranking_accuracy", "logp_gap", "perplexity"], ["train.max_steps=10"]),
+    "rlhf-positive-reviews": ("configs/rlhf-positive-reviews.yaml", ["perplexity", "accuracy", "pearson", "reward",
+                                                                     "kl", "length"], []),
 }
 OUT = Path("runs") / "bench-feedback"
 
@@ -46,7 +47,12 @@ def run(name: str, config: str, quick: bool) -> list[dict]:
                "--out", str(out), "--overwrite"]
     start = time.time()
     subprocess.run(cmd, check=True)
-    wall = time.time() - start
+    return collect(name, time.time() - start)
+
+
+def collect(name: str, wall: float | None) -> list[dict]:
+    """One row per run folder of `name` (each stage of a pipeline), read from its manifest.json and eval.json."""
+    out = OUT / name
     folders = [out / s["stage"] for s in json.loads((out / "pipeline.json").read_text())["stages"]] \
         if (out / "pipeline.json").exists() else [out]
     rows = []
@@ -59,28 +65,56 @@ def run(name: str, config: str, quick: bool) -> list[dict]:
                      "tokens_per_second": m.get("tokens_per_second"), "train_steps": m.get("train_steps"),
                      "seconds_per_step": round(m["train_seconds"] / max(1, m.get("train_steps") or 1), 2),
                      "train_seconds": m["train_seconds"], "peak_rss_mb": m["peak_memory"].get("peak_rss_mb"),
-                     "wall_seconds": round(wall, 1) if folder == folders[-1] else None})
+                     "wall_seconds": round(wall, 1) if wall and folder == folders[-1] else None})
+        if m["objective"] == "rl":  # RL's cost is generation: completion tokens per second of training
+            rows[-1]["tokens_per_second"] = generated_per_second(folder, m)
     return rows
+
+
+def generated_per_second(folder: Path, manifest: dict) -> float | None:
+    """Completion tokens generated per second of training: the mean completion length logged in metrics.jsonl
+    (TRL: completions/mean_length; ppo: length) x completions per step x steps / train seconds."""
+    import yaml
+
+    logs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    lengths = [r.get("completions/mean_length", r.get("length")) for r in logs]
+    lengths = [x for x in lengths if isinstance(x, (int, float))]
+    batch = yaml.safe_load((folder / "config.yaml").read_text())["train"]["per_device_train_batch_size"]
+    if not lengths or not manifest.get("train_seconds"):
+        return None
+    return round(sum(lengths) / len(lengths) * batch * manifest["train_steps"] / manifest["train_seconds"], 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", help="comma-separated names of " + ", ".join(RUNS))
     parser.add_argument("--quick", action="store_true", help="fewer steps: a smoke run of the benchmark")
+    parser.add_argument("--table", action="store_true", help="train nothing: the table of the runs already in "
+                        f"{OUT} (wall times from its bench.json)")
     args = parser.parse_args()
     kto = sorted(Path("configs").glob("kto-*.yaml"))
     RUNS["kto"] = (str(kto[0]) if kto else None, *RUNS["kto"][1:])
     names = args.only.split(",") if args.only else list(RUNS)
     print(f"machine: {machine()}; {time.strftime('%Y-%m-%d')}")
-    rows = []
-    for name in names:
-        if RUNS[name][0] is None:
-            print(f"{name}: no config found; skipped")
-            continue
-        rows += run(name, RUNS[name][0], args.quick)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "bench.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
-    print(f"\n| run | objective | metric: base -> tuned | tokens/s | s/step | train s | peak RSS MB | wall s |")
+    if args.table:
+        walls = {r["run"]: r["wall_seconds"] for r in json.loads((OUT / "bench.json").read_text())["rows"]} \
+            if (OUT / "bench.json").exists() else {}
+        rows = [r for name in names if (OUT / name).exists() for r in collect(name, None)]
+        for r in rows:
+            r["wall_seconds"] = walls.get(r["run"])
+    else:
+        rows = []
+        for name in names:
+            if RUNS[name][0] is None:
+                print(f"{name}: no config found; skipped")
+                continue
+            rows += run(name, RUNS[name][0], args.quick)
+        OUT.mkdir(parents=True, exist_ok=True)
+        old = json.loads((OUT / "bench.json").read_text())["rows"] if (OUT / "bench.json").exists() else []
+        done = {r["run"] for r in rows}
+        rows = [r for r in old if r["run"] not in done] + rows  # a run measured alone keeps the others' rows
+        (OUT / "bench.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+    print("\n| run | objective | metric: base -> tuned | tokens/s (RL: generated) | s/step | train s | peak RSS MB | wall s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         metrics = "; ".join(f"{k} {b:.3f} -> {t:.3f}" for k, (b, t) in r["metrics"].items()

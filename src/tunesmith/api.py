@@ -10,8 +10,8 @@ from tunesmith.config import RunConfig, load_config
 from tunesmith.data.inspect import describe_example
 from tunesmith.errors import TunesmithError, raise_if
 from tunesmith.eval import benchmarks
-from tunesmith.modeling import ensure_pad_token, load_model, load_tokenizer, resolve_bf16, to_device
 from tunesmith.methods.registry import METHODS
+from tunesmith.modeling import ensure_pad_token, load_model, load_tokenizer, resolve_bf16, to_device
 from tunesmith.objectives.registry import OBJECTIVES
 from tunesmith.pipeline import Prepared, train_run
 from tunesmith.runs import Run, load_run, plan_output

@@ -30,6 +30,24 @@ class ModelConfig(Section):
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
     trust_remote_code: bool = False
+    keep_layers: list[int] | None = Field(
+        None, description="Keep only these transformer blocks of the base (0-based, ascending), e.g. [0, 2, 4]: a "
+        "smaller student, as DistilBERT kept every other layer of BERT. Any objective.")
+    num_layers: int | None = Field(
+        None, gt=0, description="Keep this many blocks, evenly spaced from the first (6 -> 3 keeps [0, 2, 4]).")
+
+    @field_validator("keep_layers")
+    @classmethod
+    def _ascending_layers(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or min(value) < 0 or value != sorted(set(value))):
+            raise ValueError("list the blocks to keep as distinct indices from 0 in ascending order, e.g. [0, 2, 4]")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_cut(self):
+        if self.keep_layers is not None and self.num_layers is not None:
+            raise ValueError("model.keep_layers and model.num_layers both choose the blocks to keep; set one of them")
+        return self
 
 
 class MixSource(Section):

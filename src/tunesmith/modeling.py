@@ -67,6 +67,7 @@ def load_model(model_cfg, kind: str, *, path: str | None = None, trust_remote_co
 
     cls = AutoModelForSequenceClassification if kind == "classify" else AutoModelForCausalLM
     trusted = remote_code(model_cfg, trust_remote_code)
+    base = path is None  # model.keep_layers cuts the base; a saved model (path) was saved cut
     path = path or model_path(model_cfg, trust_remote_code=trusted)
     try:
         model, info = cls.from_pretrained(
@@ -82,7 +83,65 @@ def load_model(model_cfg, kind: str, *, path: str | None = None, trust_remote_co
         raise TunesmithError(f"model.name: could not load {path!r} as {cls.__name__} ({err})") from None
     if info.get("missing_keys"):
         log.debug("Newly initialized (not in the checkpoint): %s", ", ".join(sorted(info["missing_keys"])))
+    if base:
+        keep_layers(model, model_cfg)
     return model
+
+
+def layer_stack(model):
+    """(owner module, attribute name, ModuleList) of the model's transformer blocks: the first ModuleList with
+    config.num_hidden_layers entries (BERT encoder.layer, Llama model.layers, ...); None if there is none."""
+    import torch
+
+    count = getattr(model.config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count and count:
+            owner_name, _, attr = name.rpartition(".")
+            return model.get_submodule(owner_name) if owner_name else model, attr, module
+    return None
+
+
+def kept_layers(model_cfg, count: int) -> list[int] | None:
+    """The blocks model.keep_layers / model.num_layers keep out of `count`; None when neither is set."""
+    if model_cfg.keep_layers is not None:
+        out = [i for i in model_cfg.keep_layers if i >= count]
+        if out:
+            raise TunesmithError(f"model.keep_layers: {out} out of range: {model_cfg.name!r} has {count} transformer "
+                                 f"blocks, numbered 0 to {count - 1}")
+        return list(model_cfg.keep_layers)
+    if model_cfg.num_layers is not None:
+        if model_cfg.num_layers > count:
+            raise TunesmithError(f"model.num_layers: {model_cfg.num_layers} is more than the {count} transformer "
+                                 f"blocks of {model_cfg.name!r}")
+        return [i * count // model_cfg.num_layers for i in range(model_cfg.num_layers)]
+    return None
+
+
+def keep_layers(model, model_cfg) -> None:
+    """Cut the base to the blocks model.keep_layers or model.num_layers name (a smaller student initialised from
+    the big model's own blocks, as DistilBERT did). The config says how many blocks there are (num_hidden_layers,
+    layer_types), and each block's layer_idx is renumbered (the KV cache is indexed by it), so the saved model
+    reloads and generates with plain transformers."""
+    import torch
+
+    if model_cfg.keep_layers is None and model_cfg.num_layers is None:
+        return
+    found = layer_stack(model)
+    if found is None:
+        raise TunesmithError(f"model.keep_layers: could not find the transformer blocks of {model_cfg.name!r} (no "
+                             "list of config.num_hidden_layers blocks); remove model.keep_layers / model.num_layers")
+    owner, attr, blocks = found
+    keep = kept_layers(model_cfg, len(blocks))
+    for new_index, block in enumerate(blocks[i] for i in keep):
+        for module in block.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = new_index
+    setattr(owner, attr, torch.nn.ModuleList([blocks[i] for i in keep]))
+    for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
+        config.num_hidden_layers = len(keep)
+        if isinstance(getattr(config, "layer_types", None), list):
+            config.layer_types = [config.layer_types[i] for i in keep]
+    log.info("model.keep_layers: kept blocks %s of %d", keep, len(blocks))
 
 
 def ensure_pad_token(tokenizer, model=None) -> None:
@@ -156,7 +215,9 @@ def model_without_weights(model_cfg, kind: str, **kwargs) -> tuple[object | None
         config = AutoConfig.from_pretrained(path, revision=model_cfg.revision, trust_remote_code=False,
                                             **hub_access(path, model_cfg.revision), **kwargs)
         with torch.device("meta"):
-            return cls.from_config(config, trust_remote_code=False), ""
+            model = cls.from_config(config, trust_remote_code=False)
+        keep_layers(model, model_cfg)  # a keep_layers index out of range is reported by validate too
+        return model, ""
     except TunesmithError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure only means "not checked here"; loading reports it later

@@ -36,10 +36,10 @@ import numpy as np
 from pydantic import Field
 
 from tunesmith.assets import cache_dir
-from tunesmith.modeling import model_path
 from tunesmith.errors import TunesmithError
 from tunesmith.methods.peft_common import is_classifier
 from tunesmith.methods.spec import Method
+from tunesmith.modeling import model_path
 from tunesmith.schema import Section
 
 if TYPE_CHECKING:
