@@ -88,11 +88,18 @@ def probe(model, tokenizer, texts, cfg, task, **options) -> list[str]:
     return generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, **options)
 
 
+def _speed_trainer(*args):
+    from tunesmith.objectives.lm_speed import build_trainer
+
+    return build_trainer(*args)
+
+
 OBJECTIVE = Objective(
     name="sft", config_cls=SFTConfig, model_kind="causal_lm", metric_names=lm.METRICS,
     roles=ROLES, check_config=check_config,
     best_metric="eval_loss", check=check, setup=lambda cfg, dd: {}, tokenize=tokenize,
     collator=lm.collator, evaluate=evaluate, probe=probe,
+    build_trainer=lambda *args: _speed_trainer(*args),  # packed batches, logits at the response only (lm_speed)
     summary="prompt -> response, loss on the response (loss, perplexity, samples)",
     metric_directions=lm.DIRECTIONS,
 )

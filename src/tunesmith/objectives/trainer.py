@@ -56,8 +56,9 @@ def training_arguments(cfg, out_dir: Path, objective, **more):
     )
 
 
-def build_trainer(model, tokenizer, prep, cfg, out_dir: Path, callbacks=()):
-    """Objective.build_trainer's default: a transformers.Trainer on the tokenized splits."""
+def build_trainer(model, tokenizer, prep, cfg, out_dir: Path, callbacks=(), collator=None, **more):
+    """Objective.build_trainer's default: a transformers.Trainer on the tokenized splits (`collator`: instead of the
+    objective's; `more`: training arguments of the objective's own, as training_arguments takes them)."""
     from transformers import Trainer
 
     objective, task = prep.objective, prep.task
@@ -65,10 +66,10 @@ def build_trainer(model, tokenizer, prep, cfg, out_dir: Path, callbacks=()):
     use_eval = cfg.train.eval_strategy != "no"
     return Trainer(
         model=model,
-        args=training_arguments(cfg, out_dir, objective),
+        args=training_arguments(cfg, out_dir, objective, **more),
         train_dataset=model_inputs(prep.features["train"]),
         eval_dataset=model_inputs(prep.features["eval"]) if use_eval else None,
-        data_collator=objective.collator(tokenizer),
+        data_collator=collator or objective.collator(tokenizer),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         callbacks=list(callbacks),
