@@ -13,8 +13,9 @@ peak RSS is each contender's own:
   AVX2-only CPU would emulate ~40x slower);
 - tunesmith lines: `plain` (the levers off, fp32: tunesmith before them), one line per lever on top of it
   (+logits: train.logits_at_labels, +packing: train.pack_batches, +grouped: length-grouped batches instead,
-  +checkpointing: gradient checkpointing on, +compile: torch.compile, 1 thread, +bf16 where native), and `defaults`:
-  tunesmith's defaults as shipped (objectives/lm_speed.py).
+  +checkpointing: gradient checkpointing on, +compile: torch.compile, 1 thread, +bf16 where native), `levers`:
+  packing + logits at the response + bf16 where native together, and `defaults`: tunesmith's defaults as shipped
+  (the two levers are opt-in until this benchmark has measured them on real models; objectives/lm_speed.py).
 
 Per line: non-padding tokens/s over the N timed steps, seconds per step, the loss at every step (and the last),
 peak RSS, and the ratio of tokens/s to TRL's line. The same invocation measures this CPU's matmul peak (best of a few
@@ -57,7 +58,9 @@ LINES = {
     "compile": ("tunesmith + torch.compile", {**LEVERS_OFF, "train.extra": {"torch_compile": True}}, None),
     "threads1": ("tunesmith, 1 thread", LEVERS_OFF, 1),
     "bf16": ("tunesmith + bf16 autocast", {**LEVERS_OFF, "train.bf16": True}, None),
-    "defaults": ("tunesmith defaults (packed + logits at the response, bf16 where native)", {}, None),
+    "levers": ("tunesmith + packed + logits at the response, bf16 where native", {"train.pack_batches": True,
+                                                                                  "train.logits_at_labels": True}, None),
+    "defaults": ("tunesmith defaults as shipped (levers opt-in; bf16 where native)", {}, None),
 }
 
 
