@@ -15,7 +15,7 @@ peak RSS is each contender's own:
   (+logits: train.logits_at_labels, +packing: train.pack_batches, +grouped: length-grouped batches instead,
   +checkpointing: gradient checkpointing on, +compile: torch.compile, 1 thread, +bf16 where native), `levers`:
   packing + logits at the response + bf16 where native together, and `defaults`: tunesmith's defaults as shipped
-  (the two levers are opt-in until this benchmark has measured them on real models; objectives/lm_speed.py).
+  (objectives/lm_speed.py).
 
 Per line: non-padding tokens/s over the N timed steps, seconds per step, the loss at every step (and the last),
 peak RSS, and the ratio of tokens/s to TRL's line. The same invocation measures this CPU's matmul peak (best of a few
@@ -60,7 +60,7 @@ LINES = {
     "bf16": ("tunesmith + bf16 autocast", {**LEVERS_OFF, "train.bf16": True}, None),
     "levers": ("tunesmith + packed + logits at the response, bf16 where native", {"train.pack_batches": True,
                                                                                   "train.logits_at_labels": True}, None),
-    "defaults": ("tunesmith defaults as shipped (levers opt-in; bf16 where native)", {}, None),
+    "defaults": ("tunesmith defaults as shipped (= levers)", {}, None),
 }
 
 

@@ -156,10 +156,10 @@ class TrainConfig(Section):
         "bf16 (e.g. an AVX2-only CPU, where it is emulated, ~40x slower) is an error in validate and train, not a fallback.",
     )
     gradient_checkpointing: bool = False
-    pack_batches: bool = Field(False, description="sft (opt-in until the peer benchmark has measured it): pack each batch's examples into rows of up to data.max_length "
+    pack_batches: bool = Field(True, description="sft: pack each batch's examples into rows of up to data.max_length "
                                "tokens, attention kept within each example (same loss, no padding work); a model "
                                "that cannot keep them apart gets length-grouped batches (objectives/lm_speed.py).")
-    logits_at_labels: bool = Field(False, description="sft (opt-in until measured): compute the output layer and the loss only at the response "
+    logits_at_labels: bool = Field(True, description="sft: compute the output layer and the loss only at the response "
                                    "positions, not at every position (same loss, less work).")
     use_cpu: bool = False
     save_steps: int | None = Field(

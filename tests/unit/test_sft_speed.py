@@ -118,11 +118,11 @@ def test_probe_finds_what_the_model_supports(tiny_llama):
     assert probe(prompt)[0] is False  # virtual tokens: position ids are dropped, packed examples would mix
 
 
-def test_switches_default_off_and_validate(tiny_llama, qa_file, make_config):
+def test_switches_default_on_and_validate(tiny_llama, qa_file, make_config):
     cfg = load_config(make_config(tiny_llama, qa_file, "sft"))
-    assert cfg.train.pack_batches is False and cfg.train.logits_at_labels is False  # opt-in until measured
-    on = load_config(make_config(tiny_llama, qa_file, "sft", train={"pack_batches": True, "logits_at_labels": True}))
-    assert on.train.pack_batches is True and on.train.logits_at_labels is True
+    assert cfg.train.pack_batches is True and cfg.train.logits_at_labels is True
+    off = load_config(make_config(tiny_llama, qa_file, "sft", train={"pack_batches": False, "logits_at_labels": False}))
+    assert off.train.pack_batches is False and off.train.logits_at_labels is False
     with pytest.raises(TunesmithError, match="train.pack_batches"):
         load_config(make_config(tiny_llama, qa_file, "sft", train={"pack_batches": "sometimes"}))
     with pytest.raises(TunesmithError, match="train.logits_at_labels"):
