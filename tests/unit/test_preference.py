@@ -83,6 +83,26 @@ def test_kto_trains(tiny_llama, single_file, tmp_path, method):
     assert run.results["directions"]["undesirable_logp"] == "min"
 
 
+OTHER_METHODS = [{"name": "dora", "r": 4, "lora_alpha": 8}, {"name": "ia3"}, {"name": "prompt", "num_virtual_tokens": 4},
+                 {"name": "prefix", "num_virtual_tokens": 4}, {"name": "adapter"}]
+
+
+@pytest.mark.parametrize("objective", ["dpo", "kto"])
+@pytest.mark.parametrize("method", OTHER_METHODS, ids=[m["name"] for m in OTHER_METHODS])
+def test_the_other_adapter_methods_train_or_say_why_not(tiny_llama, pairs_file, single_file, tmp_path, objective, method):
+    """Every adapter method either trains a step through TRL and reloads to the same metrics, or is refused at
+    config time with its reason (never a traceback from inside TRL)."""
+    source = pairs_file if objective == "dpo" else single_file
+    cfg = config(tiny_llama, source, {"name": objective, "beta": 0.5}, method, train={"max_steps": 1})
+    try:
+        run = api.train(cfg, out=tmp_path / "run")
+    except TunesmithError as err:  # refused before training, with the method named
+        assert method["name"] in str(err) and not (tmp_path / "run").exists()
+        return
+    again = api.load_run(run.dir).evaluate()
+    assert again["tuned"]["eval_loss"] == pytest.approx(run.results["tuned"]["eval_loss"], rel=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # The reference model and TRL's view of the data
 
