@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import pickle
 import time
 import warnings
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
+from tunesmith import tensor_cache
 from tunesmith.assets import cache_dir
 from tunesmith.errors import TunesmithError
 from tunesmith.methods.peft_common import is_classifier
@@ -99,10 +98,7 @@ def embeddings(model: FeatureClassifier, tokenizer, features, cfg) -> tuple[torc
     n = len(features)
     path = cache_dir() / "features" / f"{cache_key(cfg, features, next(model.backbone.parameters()).dtype)}.pt"
     if cfg.method.cache and path.exists():
-        try:
-            x = torch.load(path, weights_only=True)
-        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
-            x = err
+        x = tensor_cache.read(path)
         if isinstance(x, torch.Tensor) and x.shape[0] == n:
             log.info("features: re-using cached embeddings %s (%d examples)", path, n)
             return x, 0, True
@@ -110,10 +106,7 @@ def embeddings(model: FeatureClassifier, tokenizer, features, cfg) -> tuple[torc
     log.info("features: embedding %d examples with %s", n, cfg.model.name)
     x = embed_all(model, tokenizer, features, cfg.train.per_device_eval_batch_size)
     if cfg.method.cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        torch.save(x, tmp)
-        os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
+        tensor_cache.write(path, x)
         log.info("features: cached embeddings at %s", path)
     return x, sum(len(ids) for ids in features["input_ids"]), False
 

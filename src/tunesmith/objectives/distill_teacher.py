@@ -32,10 +32,9 @@ import functools
 import hashlib
 import json
 import logging
-import os
-import pickle
 from pathlib import Path
 
+from tunesmith import tensor_cache
 from tunesmith.errors import TunesmithError
 
 log = logging.getLogger("tunesmith")
@@ -198,16 +197,12 @@ def cache_key(cfg, features, kind: str) -> str:
 def outputs(cfg, features, kind: str, tokenizer) -> dict:
     """The teacher's outputs for `features` ('classify' or 'lm'), from the cache or computed now (then cached);
     `tokenizer` (the student's, which is the teacher's too) pads the batches."""
-    import torch
 
     from tunesmith.assets import cache_dir
 
     path = cache_dir() / "distill" / f"{cache_key(cfg, features, kind)}.pt"
     if cfg.objective.cache and path.exists():
-        try:
-            cached = torch.load(path, weights_only=True)
-        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
-            cached = err
+        cached = tensor_cache.read(path)
         if isinstance(cached, dict) and _rows(cached) == len(features):
             log.info("distill: re-using the teacher's cached outputs %s (%d examples)", path, len(features))
             return cached
@@ -217,10 +212,7 @@ def outputs(cfg, features, kind: str, tokenizer) -> dict:
     computed = (classify_logits if kind == "classify" else lm_outputs)(model, features, cfg, tokenizer)
     del model
     if cfg.objective.cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        torch.save(computed, tmp)
-        os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
+        tensor_cache.write(path, computed)
         log.info("distill: cached the teacher's outputs at %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return computed
 
