@@ -88,10 +88,11 @@ def probe(model, tokenizer, texts, cfg, task, **options) -> list[str]:
     return generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, **options)
 
 
-def _speed_trainer(*args):
-    from tunesmith.objectives.lm_speed import build_trainer
+def build_trainer(*args, **kwargs):
+    """Packed batches and logits at the response only (lm_speed, imported here: reading a config imports no torch)."""
+    from tunesmith.objectives import lm_speed
 
-    return build_trainer(*args)
+    return lm_speed.build_trainer(*args, **kwargs)
 
 
 OBJECTIVE = Objective(
@@ -99,7 +100,7 @@ OBJECTIVE = Objective(
     roles=ROLES, check_config=check_config,
     best_metric="eval_loss", check=check, setup=lambda cfg, dd: {}, tokenize=tokenize,
     collator=lm.collator, evaluate=evaluate, probe=probe,
-    build_trainer=lambda *args: _speed_trainer(*args),  # packed batches, logits at the response only (lm_speed)
+    build_trainer=build_trainer,
     summary="prompt -> response, loss on the response (loss, perplexity, samples)",
     metric_directions=lm.DIRECTIONS,
 )
