@@ -14,6 +14,7 @@
    model is checked against the round-2 verdicts it never saw.
 
     .venv/bin/python examples/studio_demo.py [--prompts 32] [--round2-prompts 24] [--samples 2] [--max-new-tokens 48]
+        [--dpo-epochs 3] [--dpo-lr 1e-4] [--out runs/studio-demo]
 
 Writes runs/studio-demo/: round1/ and round2/ (studios), pairs.jsonl (what configs/reward-studio-pairs.yaml reads),
 reward/ and dpo/ (runs), summary.json. Trains runs/chat-sft-lora first when it is missing.
@@ -179,7 +180,7 @@ def reward_check(reward: Run, studio: str) -> dict:
             "pairs": len(pairs), "prefers_dpo": round(sum(d > b for b, d in zip(base, dpo)) / len(pairs), 3)}
 
 
-def dpo_config(base: str, pairs: Path, epochs: int) -> dict:
+def dpo_config(base: str, pairs: Path, epochs: int, lr: float = 1.0e-4) -> dict:
     """DPO with a LoRA adapter on the base, prompts in its chat format, as chat-sft-lora trains."""
     return {
         "model": {"name": base},
@@ -187,14 +188,14 @@ def dpo_config(base: str, pairs: Path, epochs: int) -> dict:
         "method": {"name": "lora", "r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
                    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
         "objective": {"name": "dpo", "beta": 0.1},
-        "train": {"num_train_epochs": epochs, "learning_rate": 1.0e-4, "per_device_train_batch_size": 8,
+        "train": {"num_train_epochs": epochs, "learning_rate": lr, "per_device_train_batch_size": 8,
                   "per_device_eval_batch_size": 8, "warmup_steps": 0.1, "eval_strategy": "no", "logging_steps": 5},
         "eval": {"max_examples": 32, "num_samples": 2, "max_new_tokens": 32, "probes": []},
     }
 
 
 def run_demo(out: Path, sft_dir: Path, *, base: str = BASE, prompts: int = 32, round2_prompts: int = 24,
-             samples: int = 2, max_new_tokens: int = 48, dpo_epochs: int = 3,
+             samples: int = 2, max_new_tokens: int = 48, dpo_epochs: int = 3, dpo_lr: float = 1.0e-4,
              reward_config: str | dict = "configs/reward-studio-pairs.yaml", reward_overrides: list[str] = (),
              dpo_overrides: list[str] = ()) -> dict:
     """The whole loop (module docstring) on a finished chat-sft run; returns what summary.json holds. Finished
@@ -212,7 +213,7 @@ def run_demo(out: Path, sft_dir: Path, *, base: str = BASE, prompts: int = 32, r
     pairs = export.export(out / "round1", "pairs", out / "pairs.jsonl", overwrite=True)
     print(f"exported {pairs['rows']} pairs (skipped {pairs['skipped']})")
     reward = train_if_missing(reward_config, out / "reward", [f"data.source={out / 'pairs.jsonl'}", *reward_overrides])
-    dpo = train_if_missing(dpo_config(base, out / "pairs.jsonl", dpo_epochs), out / "dpo", list(dpo_overrides))
+    dpo = train_if_missing(dpo_config(base, out / "pairs.jsonl", dpo_epochs, dpo_lr), out / "dpo", list(dpo_overrides))
     round2 = run_round(out, "round2", second, [("base", "model", base), ("dpo", "run", str(dpo.dir))], references,
                        samples, max_new_tokens)
     summary = {"raters": "SIMULATED (the rule is in examples/studio_demo.py)", "round1": round1, "pairs": pairs,
@@ -237,10 +238,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2, help="K responses per prompt and model")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--dpo-epochs", type=int, default=3)
+    parser.add_argument("--dpo-lr", type=float, default=1.0e-4)
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for the studios, runs and summary.json")
     args = parser.parse_args()
     train_if_missing("configs/chat-sft-lora.yaml", SFT, [])
-    run_demo(OUT, SFT, prompts=args.prompts, round2_prompts=args.round2_prompts, samples=args.samples,
-             max_new_tokens=args.max_new_tokens, dpo_epochs=args.dpo_epochs)
+    run_demo(args.out, SFT, prompts=args.prompts, round2_prompts=args.round2_prompts, samples=args.samples,
+             max_new_tokens=args.max_new_tokens, dpo_epochs=args.dpo_epochs, dpo_lr=args.dpo_lr)
 
 
 if __name__ == "__main__":

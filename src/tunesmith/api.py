@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tunesmith import distributed
 from tunesmith.config import RunConfig, load_config
 from tunesmith.data.inspect import describe_example
 from tunesmith.errors import TunesmithError, raise_if
@@ -74,22 +75,27 @@ def read_inputs(config, cfg: RunConfig) -> list[Path]:
 
 
 def train(config=None, *, out: str | Path | None = None, overwrite: bool = False, overrides: dict | list | None = None,
-          trust_remote_code: bool = False, resume: str | Path | None = None, **kwargs) -> Run:
+          trust_remote_code: bool = False, resume: str | Path | None = None, nproc: int = 1, **kwargs) -> Run:
     """Train a model from a config path, dict or RunConfig; returns the finished Run.
 
     An existing run folder is replaced only with `overwrite`, only if tunesmith wrote it, and only once the new
     run has finished (it is written beside it and swapped in). `trust_remote_code` lets a model's own Python code
     run (the config's model.trust_remote_code alone never does). `resume`: a stopped run's folder, continued from
-    its last complete checkpoint with the config it started with (train.save_steps writes checkpoints)."""
+    its last complete checkpoint with the config it started with (train.save_steps writes checkpoints). `nproc`:
+    data-parallel training on that many processes (tunesmith.distributed)."""
+    distributed.refuse_foreign_launch()
     if resume is not None:
-        return _resume(resume, config, overrides, trust_remote_code)
+        return _resume(resume, config, overrides, trust_remote_code, nproc)
     cfg = load_config(config, overrides if isinstance(overrides, list) else _overrides(overrides, kwargs))
     bf16 = resolve_bf16(cfg.train)  # true on hardware without native bf16 stops here, before anything loads
+    distributed.check(cfg, nproc)
     plan = plan_output(Path(out) if out else default_run_dir(config), overwrite=overwrite, protected=read_inputs(config, cfg))
+    if nproc > 1:
+        return Run(distributed.launch(cfg, plan, bf16, nproc, trust_remote_code), trust_remote_code=trust_remote_code)
     return train_run(cfg, plan, bf16, trust_remote_code=trust_remote_code)
 
 
-def _resume(run_dir, config, overrides, trust_remote_code: bool) -> Run:
+def _resume(run_dir, config, overrides, trust_remote_code: bool, nproc: int = 1) -> Run:
     from tunesmith.runs import OutputPlan
     from tunesmith.runs.resume import stopped_run, trim_metrics
 
@@ -102,8 +108,10 @@ def _resume(run_dir, config, overrides, trust_remote_code: bool) -> Run:
         raise TunesmithError(f"--resume: method {cfg.method.name!r} trains without checkpoints; train it again with --overwrite")
     trim_metrics(folder, int(checkpoint.name.split("-")[-1]))
     log.info("Resuming %s from %s", folder, checkpoint.name)
-    return train_run(cfg, OutputPlan(Path(run_dir), folder), resolve_bf16(cfg.train), trust_remote_code=trust_remote_code,
-                     checkpoint=checkpoint)
+    plan, bf16 = OutputPlan(Path(run_dir), folder), resolve_bf16(cfg.train)
+    if nproc > 1:
+        return Run(distributed.launch(cfg, plan, bf16, nproc, trust_remote_code, checkpoint), trust_remote_code=trust_remote_code)
+    return train_run(cfg, plan, bf16, trust_remote_code=trust_remote_code, checkpoint=checkpoint)
 
 
 # ---------------------------------------------------------------------------------------------

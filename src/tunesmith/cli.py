@@ -85,6 +85,7 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder that tunesmith wrote, once the new run has finished."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a stopped run from its last complete checkpoint (train.save_steps)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    nproc: int = typer.Option(1, "--nproc", help="Data-parallel training on N processes (per_device_train_batch_size each; gloo on CPU)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Train: evaluate the base model, tune it, evaluate the tuned model, write the run folder."""
@@ -94,7 +95,7 @@ def train(
     from tunesmith import api
 
     run = _run(api.train, config, out=out, overwrite=overwrite, overrides=list(overrides or []),
-               trust_remote_code=trust_remote_code, resume=resume)
+               trust_remote_code=trust_remote_code, resume=resume, nproc=nproc)
     results, m = run.results, run.manifest
     print_probes(results.get("probes", {}))
     print_side_by_side(results, title=f"{m['method']} / {m['objective']} on {m['model']}: base vs tuned ({m['eval_examples']} eval examples)")

@@ -167,6 +167,13 @@ class TrainConfig(Section):
         "RNG, data position), so that `tunesmith train --resume RUN_DIR` continues a stopped run from it.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list, description="Experiment trackers, logging into the run folder (tensorboard/, mlruns/).")
+    distributed: Literal["ddp", "fsdp", "zero2", "zero3"] = Field(
+        "ddp", description="How the processes of `train --nproc N` share the work: ddp (each holds the whole model, "
+        "gradients averaged), fsdp (PyTorch FSDP2: parameters, gradients and optimizer state sharded), zero2/zero3 "
+        "(DeepSpeed ZeRO stage 2/3; needs the deepspeed package and CUDA GPUs). Through accelerate, as the Trainer does.")
+    distributed_options: dict[str, Any] = Field(
+        default_factory=dict, description="Merged into the fsdp_config (fsdp) or the DeepSpeed config (zero2/zero3), "
+        "e.g. {cpu_offload: true} or {zero_optimization: {offload_optimizer: {device: cpu}}}.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other TrainingArguments field.")
 
     @field_validator("eval_strategy", mode="before")

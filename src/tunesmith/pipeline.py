@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tunesmith import distributed
 from tunesmith.config import RunConfig, load_config
 from tunesmith.data.inspect import length_stats
 from tunesmith.data.sources import fingerprint, load_splits
@@ -107,22 +109,26 @@ def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: b
     ensure_pad_token(prep.tokenizer, model)
     to_device(model)
 
-    stage = plan.stage
-    stage.mkdir(parents=True, exist_ok=True)
-    manifest = start_manifest(model=cfg.model.name, method=cfg.method.name, objective=cfg.objective.name, seed=cfg.train.seed)
-    if checkpoint:  # the stopped run keeps its config and start time; the manifest says where it resumed
-        before = run_marker(stage) or {}
-        manifest.update(started=before.get("started", manifest["started"]),
-                        resumed=[*before.get("resumed", []), {"from": checkpoint.name, "at": manifest["started"]}])
-    else:
-        (stage / "config.yaml").write_text(cfg.to_yaml())
-    write_json(stage / "manifest.json", manifest)
+    stage, main = plan.stage, distributed.is_main()  # with --nproc, only rank 0 writes the run folder
+    if main:
+        stage.mkdir(parents=True, exist_ok=True)
+        manifest = start_manifest(model=cfg.model.name, method=cfg.method.name, objective=cfg.objective.name, seed=cfg.train.seed)
+        if checkpoint:  # the stopped run keeps its config and start time; the manifest says where it resumed
+            before = run_marker(stage) or {}
+            manifest.update(started=before.get("started", manifest["started"]),
+                            resumed=[*before.get("resumed", []), {"from": checkpoint.name, "at": manifest["started"]}])
+        else:
+            (stage / "config.yaml").write_text(cfg.to_yaml())
+        write_json(stage / "manifest.json", manifest)
     try:
         with trusting(trust_remote_code):
             model = _train_and_record(model, prep, forget_tasks, cfg, stage, bf16, checkpoint)
     except BaseException as err:
-        _failed(plan, err)
+        if main:
+            _failed(plan, err)
         raise
+    if not main:
+        return None
     return Run(commit_output(plan), trust_remote_code=trust_remote_code, model=model, tokenizer=prep.tokenizer)
 
 
@@ -145,7 +151,10 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
     """Measure the base, train, measure the tuned model, save; manifest.json is written last."""
     tok, task = prep.tokenizer, prep.task
     method = METHODS[cfg.method.name]
-    if checkpoint and (run_dir / BASE).is_file():  # resumed: the base was measured when the run started
+    main = distributed.is_main()
+    if not main:  # another process of a --nproc run: it only trains
+        base = base_forget = None
+    elif checkpoint and (run_dir / BASE).is_file():  # resumed: the base was measured when the run started
         base, base_forget = (read_json_file(run_dir / BASE).get(k, {}) for k in ("base", "forgetting"))
     else:
         log.info("Evaluating the base model on %d examples", len(prep.data["eval"]))
@@ -154,7 +163,8 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
         write_json(run_dir / BASE, {"base": base, "forgetting": base_forget})
 
     model = apply_method(model, cfg.method)
-    scratch = run_dir / "scratch"  # what the method keeps from the untrained model for `save`; removed after saving
+    # what the method keeps from the untrained model for `save`; removed after saving (a --nproc worker: its own)
+    scratch = run_dir / "scratch" if main else Path(tempfile.mkdtemp(prefix=f"tunesmith-rank{distributed.rank()}-"))
     if method.start:
         method.start(model, cfg.method, scratch)
     params = count_parameters(model)
@@ -167,6 +177,9 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
     else:
         model, stats = _train_with_trainer(model, tok, prep, cfg, run_dir, checkpoint)
     train_seconds = time.time() - start
+    if not main:
+        shutil.rmtree(scratch, ignore_errors=True)
+        return model
 
     tuned = _measure(model, prep, cfg)
     tuned_forget = _forgetting_scores(model, tok, forget_tasks, cfg, "tuned model")
@@ -195,7 +208,7 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
         **params, "train_seconds": round(train_seconds, 2), "train_steps": stats["train_steps"],
         "train_loss": stats["train_loss"], "tokens_seen": tokens,
         "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else 0.0,
-        "peak_memory": peak_memory_mb(), "device": str(device()), "bf16": bf16,
+        "peak_memory": peak_memory_mb(), "device": str(device()), "bf16": bf16, "processes": distributed.world_size(),
         "machine": machine(bf16, cfg.model.dtype), "versions": versions(),
     }
     write_json(run_dir / "manifest.json", manifest)  # the report reads it
@@ -221,6 +234,9 @@ def _train_with_trainer(model, tok, prep, cfg, run_dir: Path, checkpoint: Path |
     if METHODS[cfg.method.name].callbacks:  # a method's own per-step work (adalora: rank allocation after each step)
         callbacks += METHODS[cfg.method.name].callbacks(model, cfg)
     trainer = prep.objective.build_trainer(model, tok, prep, cfg, run_dir, callbacks)
+    if distributed.world_size() > 1 and getattr(trainer, "accelerator", None) is not None:
+        log.info("Data-parallel on %d processes: %s (accelerate %s)", distributed.world_size(), cfg.train.distributed,
+                 trainer.accelerator.distributed_type.value)
     result = trainer.train(resume_from_checkpoint=str(checkpoint)) if checkpoint else trainer.train()
     # accelerate wraps forward in bf16 autocast for mixed precision and leaves it on the model: unwrap it, so the
     # tuned model is measured (and saved) in full precision, as the base was and as a reload will be.

@@ -314,4 +314,5 @@ OBJECTIVE = Objective(
     evaluate=evaluate, probe=probe, build_trainer=build_trainer, args_class=_args_class,
     summary="prompts -> sampled completions scored by a reward, KL to the reference (reward, KL, length, samples)",
     metric_directions={"reward": "max", "reward_std": "neither", "kl": "min", "length": "neither"},
+    distributed=False,  # ppo is our own loop; grpo/rloo (TRL) have not been tested on several processes yet
 )

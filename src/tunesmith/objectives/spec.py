@@ -44,6 +44,9 @@ class Objective:
     # (cfg) -> problems with the config that only this objective knows of (unknown roles in data.columns, options it
     # does not support), each naming the key; config_checks.cross_checks collects them the way it collects Method.check's.
     check_config: Callable[[Any], list[str]] = field(default=lambda cfg: [])
+    # Whether its trainer splits batches across processes (a transformers or TRL Trainer does), so that
+    # `train --nproc N` trains one model on N processes; an objective with its own training loop says False.
+    distributed: bool = True
 
     def direction(self, metric: str) -> str:
         """'max' or 'min': which way `metric` (with or without the eval_ prefix) is better for this objective."""

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from tunesmith.data.tokenize import model_inputs
+from tunesmith.distributed import trainer_settings, world_size
 from tunesmith.modeling import resolve_bf16
 
 log = logging.getLogger("tunesmith")
@@ -51,6 +52,10 @@ def training_arguments(cfg, out_dir: Path, objective, **more):
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
+        # --nproc: every trainable parameter takes part in each forward pass, so DDP need not search for unused
+        # ones (an extra pass over the autograd graph per step); train.extra can turn the search back on
+        **({"ddp_find_unused_parameters": False} if world_size() > 1 else {}),
+        **trainer_settings(t),  # train.distributed: fsdp or DeepSpeed ZeRO through accelerate's plugins
         **more,
         **t.extra,
     )

@@ -1,0 +1,89 @@
+"""`tunesmith train --nproc N`: data-parallel training through torchrun (gloo on CPU), on a tiny model.
+
+Two processes with per-device batch 2 train on the same examples per step as one process with batch 4, and DDP
+averages their gradients: the logged losses and the trained weights match one process within float tolerance.
+Only rank 0 writes the run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tunesmith import api
+from tunesmith.errors import TunesmithError
+
+
+def _losses(run_dir: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def _config(make_config, tiny_llama, text_file, batch: int) -> dict:
+    return make_config(tiny_llama, text_file, "causal_lm", method={"name": "lora", "r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
+                       train={"max_steps": 3, "per_device_train_batch_size": batch, "learning_rate": 1e-2, "bf16": False})
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, make_config, tiny_llama, text_file):
+    one = api.train(_config(make_config, tiny_llama, text_file, 4), out=tmp_path / "one")
+    two = api.train(_config(make_config, tiny_llama, text_file, 2), out=tmp_path / "two", nproc=2)
+    assert two.manifest["status"] == "finished" and two.manifest["train_steps"] == 3
+    assert _losses(two.dir) == pytest.approx(_losses(one.dir), rel=1e-4, abs=1e-5)
+    a, b = (load_file(str(r.dir / "adapter" / "adapter_model.safetensors")) for r in (one, two))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    assert two.results["tuned"]["eval_loss"] == pytest.approx(one.results["tuned"]["eval_loss"], rel=1e-4)
+    # rank 0 wrote the folder alone: one metrics line per logged step, no other rank's scratch or files
+    assert len(_losses(two.dir)) == 3
+    assert sorted(p.name for p in two.dir.iterdir()) == sorted(p.name for p in one.dir.iterdir())
+
+
+def test_refused_where_it_would_train_copies(tmp_path, make_config, tiny_bert, sentiment_file):
+    cfg = make_config(tiny_bert, sentiment_file, "classify", method={"name": "features"})
+    with pytest.raises(TunesmithError, match="--nproc 2: method 'features'"):
+        api.train(cfg, out=tmp_path / "f", nproc=2)
+    assert not (tmp_path / "f").exists()
+
+
+def test_a_foreign_launcher_is_refused(monkeypatch, tmp_path, make_config, tiny_llama, text_file):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(TunesmithError, match="start it once with --nproc N"):
+        api.train(_config(make_config, tiny_llama, text_file, 2), out=tmp_path / "x")
+
+
+def test_fsdp_and_zero_resolve_to_accelerate_settings(tiny_llama, text_file, make_config):
+    """The GPU configs are checked here on CPU: what they hand to the Trainer, and so to accelerate's plugins."""
+    from tunesmith.config import load_config
+    from tunesmith.distributed import trainer_settings
+    from tunesmith.objectives.registry import OBJECTIVES
+    from tunesmith.objectives.trainer import training_arguments
+
+    fsdp = load_config("configs/chat-sft-full-fsdp.yaml", ["train.distributed_options={cpu_offload: true}"])
+    args = training_arguments(fsdp, Path("/tmp/unused"), OBJECTIVES["sft"])
+    assert args.fsdp is True
+    assert args.fsdp_plugin_args["fsdp_version"] == 2 and args.fsdp_plugin_args["cpu_offload"] is True
+    assert args.fsdp_plugin_args["state_dict_type"] == "FULL_STATE_DICT"
+    assert args.fsdp_plugin_args["reshard_after_forward"] is True
+
+    zero3 = load_config("configs/chat-sft-full-zero3.yaml",
+                        ["train.distributed_options={zero_optimization: {offload_optimizer: {device: cpu}}}"])
+    ds = trainer_settings(zero3.train)["deepspeed"]
+    assert ds["zero_optimization"]["stage"] == 3 and ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
+    assert ds["zero_optimization"]["offload_optimizer"] == {"device": "cpu"} and ds["zero_optimization"]["overlap_comm"]
+    assert ds["train_micro_batch_size_per_gpu"] == "auto" and ds["bf16"] == {"enabled": "auto"}
+    zero2 = load_config("configs/chat-sft-full-zero3.yaml", ["train.distributed=zero2"])
+    assert trainer_settings(zero2.train)["deepspeed"]["zero_optimization"]["stage"] == 2
+    assert trainer_settings(load_config(make_config(tiny_llama, text_file, "causal_lm")).train) == {}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU-only machine")
+def test_sharding_on_cpu_is_refused_not_silently_ddp(tmp_path, make_config, tiny_llama, text_file):
+    cfg = make_config(tiny_llama, text_file, "causal_lm", train={"distributed": "fsdp"})
+    with pytest.raises(TunesmithError, match="train.distributed: fsdp shards the model across GPUs"):
+        api.train(cfg, out=tmp_path / "f", nproc=2)
+    assert not (tmp_path / "f").exists()
