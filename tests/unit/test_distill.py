@@ -200,6 +200,21 @@ def test_exclude_teacher_rows_drops_what_the_teacher_trained_on(bert4, sentiment
     assert len(prep.data["train"]) == 80 - 40 and not seen & set(prep.data["train"]["text"])
 
 
+def test_labels_only_on_teacher_rows_keeps_the_teachers_labels_alone(bert4, sentiment_file, make_config, tmp_path, cache):
+    """Self-training: the student keeps the labels of the rows its teacher learned from, every other row learns from
+    the teacher alone (its label dropped, not its text)."""
+    teacher_cfg = make_config(bert4, sentiment_file, "classify", method={"name": "full"}, data={"train_size": 40})
+    teacher = api.train({**teacher_cfg, "train": {"max_steps": 1, "eval_strategy": "no"}}, out=tmp_path / "teacher")
+    cfg = distill_config(make_config, bert4, sentiment_file, str(teacher.dir), labels_only_on_teacher_rows=True)
+    prep = api.Prepared(load_config(cfg))
+    seen = set(api.Prepared(teacher.config).data["train"]["text"])
+    train = prep.data["train"]
+    assert len(train) == 80 and prep.task["labelled_rows"] == 40
+    assert all((label is not None and label != -1) == (text in seen) for text, label in zip(train["text"], train["label"]))
+    labels = [row["labels"] for row in prep.features["train"]]
+    assert sum(label != -100 for label in labels) == 40
+
+
 def test_causal_lm_and_sft_distillation_train(tiny_llama, text_file, qa_file, make_config, tmp_path, cache):
     cfg = distill_config(make_config, tiny_llama, text_file, tiny_llama, "distill_lm", top_k=8)
     cfg["model"]["keep_layers"] = [1]

@@ -63,6 +63,9 @@ class DistillOptions(Section):
     exclude_teacher_rows: bool = Field(
         False, description="Drop the training rows the teacher run trained on (matched by text): soft labels on text "
         "the teacher never saw.")
+    labels_only_on_teacher_rows: bool = Field(
+        False, description="Keep the labels of the rows the teacher run trained on and drop every other row's label "
+        "(self-training: the labelled data stays the teacher's, the rest is unlabelled text).")
     cache: bool = Field(True, description="Cache the teacher's outputs under the tunesmith cache folder and re-use them.")
 
 
@@ -179,8 +182,8 @@ def _no_label(value) -> bool:
     return value is None or value == -1 or (isinstance(value, float) and math.isnan(value))
 
 
-def drop_teacher_rows(cfg, dd) -> int:
-    """objective.exclude_teacher_rows: remove from dd['train'] the rows the teacher run trained on; their count."""
+def _teacher_rows(cfg, train, option: str) -> list[bool]:
+    """For each row of `train`: whether the teacher run trained on it (matched by the text columns it read)."""
     from pathlib import Path
 
     from tunesmith.data.sources import fingerprint, load_splits
@@ -188,24 +191,30 @@ def drop_teacher_rows(cfg, dd) -> int:
     from tunesmith.runs import Run
 
     teacher = cfg.objective.teacher
-    if not cfg.objective.exclude_teacher_rows or not teacher or not teachers.present(teacher):
-        return 0
     if not teachers.is_run(teacher):
-        raise TunesmithError(f"objective.exclude_teacher_rows: {teacher!r} is not a run folder, so which rows it "
+        raise TunesmithError(f"objective.{option}: {teacher!r} is not a run folder, so which rows it "
                              "trained on is unknown; remove the option or name the teacher's run folder")
     run = Run(Path(teacher).expanduser())
     seen_rows = load_splits(run.config.data, run.config.train.seed, reads(run.config))["train"]
     if fingerprint(seen_rows) != (run.manifest.get("data_fingerprint") or {}).get("train"):
-        log.warning("objective.exclude_teacher_rows: the teacher's training rows rebuilt from %s/config.yaml differ "
-                    "from those it trained on (its data changed since?); excluding the rebuilt ones", teacher)
+        log.warning("objective.%s: the teacher's training rows rebuilt from %s/config.yaml differ from those it "
+                    "trained on (its data changed since?); matching the rebuilt ones", option, teacher)
     columns = sorted(reads(run.config).text)
-    train = dd["train"]
     lacking = [c for c in columns if c not in train.column_names]
     if lacking:
-        raise TunesmithError(f"objective.exclude_teacher_rows: the teacher read the columns {columns}, and the "
+        raise TunesmithError(f"objective.{option}: the teacher read the columns {columns}, and the "
                              f"student's training data lacks {lacking}; rows cannot be matched")
     seen = {json.dumps(row, sort_keys=True, default=str) for row in seen_rows.select_columns(columns)}
-    keep = [i for i, row in enumerate(train.select_columns(columns)) if json.dumps(row, sort_keys=True, default=str) not in seen]
+    return [json.dumps(row, sort_keys=True, default=str) in seen for row in train.select_columns(columns)]
+
+
+def drop_teacher_rows(cfg, dd) -> int:
+    """objective.exclude_teacher_rows: remove from dd['train'] the rows the teacher run trained on; their count."""
+    teacher = cfg.objective.teacher
+    if not cfg.objective.exclude_teacher_rows or not teacher or not teachers.present(teacher):
+        return 0
+    train = dd["train"]
+    keep = [i for i, seen in enumerate(_teacher_rows(cfg, train, "exclude_teacher_rows")) if not seen]
     if not keep:
         raise TunesmithError(f"objective.exclude_teacher_rows: every one of the {len(train)} training rows is a row "
                              "the teacher trained on; give the student other text (e.g. no data.train_size)")
@@ -215,6 +224,27 @@ def drop_teacher_rows(cfg, dd) -> int:
     return len(train) - len(keep)
 
 
+def unlabel_other_rows(cfg, dd) -> int:
+    """objective.labels_only_on_teacher_rows: drop the label of every training row the teacher did not train on (they
+    learn from the teacher alone); the number of labels kept."""
+    teacher, column = cfg.objective.teacher, cfg.data.column("label")
+    if not getattr(cfg.objective, "labels_only_on_teacher_rows", False) or not teacher or not teachers.present(teacher):
+        return -1
+    train = dd["train"]
+    if column not in train.column_names:
+        return 0
+    labelled = _teacher_rows(cfg, train, "labels_only_on_teacher_rows")
+    if not any(labelled):
+        raise TunesmithError("objective.labels_only_on_teacher_rows: none of the student's training rows is a row the "
+                             "teacher trained on, so no label would be left; train the teacher on this data, or drop the option")
+    feature = train.features[column]
+    missing = -1 if type(feature).__name__ == "ClassLabel" or "int" in str(getattr(feature, "dtype", "")) else None
+    dd["train"] = train.map(lambda row, i: {column: row[column] if labelled[i] else missing}, with_indices=True)
+    log.info("objective.labels_only_on_teacher_rows: %d labelled rows (the teacher's), %d rows learn from the teacher alone",
+             sum(labelled), len(labelled) - sum(labelled))
+    return sum(labelled)
+
+
 def setup(cfg, dd) -> dict:
     """The teacher's labels (the student's head gets them; before the teacher exists, validate reads the data's),
     after dropping the rows the teacher trained on (exclude_teacher_rows: dd['train'] changes here, before anything
@@ -222,7 +252,8 @@ def setup(cfg, dd) -> dict:
     dropped = drop_teacher_rows(cfg, dd)
     ready = cfg.objective.teacher and teacher_ready(cfg)
     names = teachers.labels(cfg) if ready else classify.setup(cfg, dd)["labels"]
-    return {"labels": names, "excluded_teacher_rows": dropped}
+    kept = unlabel_other_rows(cfg, dd)
+    return {"labels": names, "excluded_teacher_rows": dropped, **({"labelled_rows": kept} if kept >= 0 else {})}
 
 
 def setup_lm(cfg, dd) -> dict:
