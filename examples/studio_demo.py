@@ -206,6 +206,9 @@ def run_demo(out: Path, sft_dir: Path, *, base: str = BASE, prompts: int = 32, r
     references = held_out(sft)
     questions = sorted(references)
     random.Random(0).shuffle(questions)
+    if prompts + round2_prompts > len(questions):
+        raise SystemExit(f"--prompts {prompts} + --round2-prompts {round2_prompts} > the {len(questions)} held-out "
+                         "questions; round 2 must ask questions that round 1 did not")
     first, second = questions[:prompts], questions[prompts : prompts + round2_prompts]
     print(f"{len(questions)} held-out questions: {len(first)} in round 1, {len(second)} in round 2")
     round1 = run_round(out, "round1", first, [("base", "model", base), ("sft", "run", str(sft_dir))], references,

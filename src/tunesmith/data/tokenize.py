@@ -53,25 +53,25 @@ def truncate(ids: list[int], max_length: int, side: str) -> list[int]:
     return ids[:max_length] if side == "right" else ids[-max_length:]
 
 
+def encode_classify(rows: list[dict], tokenizer, data_cfg, label_id) -> dict[str, list]:
+    """Rows -> columns of model inputs, labels and full lengths (label_id maps a label column value to its id)."""
+    tokenizer.truncation_side = data_cfg.truncation_side
+    texts = [text_of(row, data_cfg) for row in rows]
+    pair = data_cfg.column("text_pair")
+    pairs = [str(row[pair]) for row in rows] if pair else None
+    enc = tokenizer(texts, pairs, truncation=True, max_length=data_cfg.max_length)
+    full = [len(ids) for ids in enc["input_ids"]]
+    cut = [i for i, n in enumerate(full) if n >= data_cfg.max_length]  # only these may have been truncated
+    if cut:
+        whole = tokenizer([texts[i] for i in cut], [pairs[i] for i in cut] if pairs else None)["input_ids"]
+        for i, ids in zip(cut, whole):
+            full[i] = len(ids)
+    return {**enc, "labels": [label_id(row[data_cfg.column("label")]) for row in rows], "full_length": full}
+
+
 def tokenize_classify(ds: Dataset, tokenizer, data_cfg, label_id) -> Dataset:
     """label_id maps a label column value to its id."""
-    tokenizer.truncation_side = data_cfg.truncation_side
-
-    def encode(batch):
-        rows = _rows(batch)
-        texts = [text_of(row, data_cfg) for row in rows]
-        pair = data_cfg.column("text_pair")
-        pairs = [str(row[pair]) for row in rows] if pair else None
-        enc = tokenizer(texts, pairs, truncation=True, max_length=data_cfg.max_length)
-        full = [len(ids) for ids in enc["input_ids"]]
-        cut = [i for i, n in enumerate(full) if n >= data_cfg.max_length]  # only these may have been truncated
-        if cut:
-            whole = tokenizer([texts[i] for i in cut], [pairs[i] for i in cut] if pairs else None)["input_ids"]
-            for i, ids in zip(cut, whole):
-                full[i] = len(ids)
-        return {**enc, "labels": [label_id(row[data_cfg.column("label")]) for row in rows], "full_length": full}
-
-    return _map(ds, encode, batched=True)
+    return _map(ds, lambda batch: encode_classify(_rows(batch), tokenizer, data_cfg, label_id), batched=True)
 
 
 def tokenize_causal_lm(ds: Dataset, tokenizer, data_cfg) -> Dataset:
@@ -150,5 +150,7 @@ def tokenize_sft(ds: Dataset, tokenizer, data_cfg) -> Dataset:
 
 
 def model_inputs(features: Dataset) -> Dataset:
-    """Drop the bookkeeping columns before features reach the model."""
+    """Drop the bookkeeping columns before features reach the model (a Dataset, or a list of example dicts)."""
+    if isinstance(features, list):
+        return [{k: v for k, v in row.items() if k not in EXTRA_COLUMNS} for row in features]
     return features.remove_columns([c for c in EXTRA_COLUMNS if c in features.column_names])
