@@ -50,8 +50,14 @@ def _splits():
 def plain(epochs: int, out: str) -> dict:
     import numpy as np
     from peft import LoraConfig, get_peft_model
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     from tunesmith.modeling import model_path
 

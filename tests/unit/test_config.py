@@ -20,6 +20,12 @@ def test_every_shipped_config_validates(path):
 
     from tunesmith.stages import checkable_config, is_pipeline_file, read_stages
 
+    if "constitution" in yaml.safe_load(path.read_text()):  # a `tunesmith constitution` config: its own reader
+        from tunesmith.constitution import read_config, read_constitution
+
+        cfg = read_config(path)
+        assert read_constitution(cfg.constitution) and cfg.stages
+        return
     if is_pipeline_file(path):  # a pipeline: every stage's config
         stages = read_stages(path)
         for stage in stages:

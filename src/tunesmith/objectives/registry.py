@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from tunesmith.objectives import causal_lm, classify, distill, dpo, kto, reward, rl, sft
+from tunesmith.objectives import causal_lm, classify, context_distill, distill, dpo, kto, reward, rl, sft
 from tunesmith.objectives.spec import Objective
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (classify.OBJECTIVE, causal_lm.OBJECTIVE, sft.OBJECTIVE,
                                                    reward.OBJECTIVE, rl.OBJECTIVE, dpo.OBJECTIVE, kto.OBJECTIVE,
-                                                   distill.OBJECTIVE, distill.OBJECTIVE_LM)}
+                                                   distill.OBJECTIVE, distill.OBJECTIVE_LM,
+                                                   context_distill.OBJECTIVE)}
 
 
 def register(objective: Objective) -> Objective:
