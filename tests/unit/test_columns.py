@@ -39,7 +39,8 @@ def test_each_objective_declares_its_roles():
     assert roles["classify"] == [("text", False), ("text_pair", True), ("label", False)]
     assert roles["causal_lm"] == [("text", False)]
     assert roles["sft"] == [("prompt", False), ("response", False)]
-    required = {"rl": {"reward": {"function": "tunesmith.objectives.rewards:length"}}}  # options with no default
+    required = {"rl": {"reward": {"function": "tunesmith.objectives.rewards:length"}},  # options with no default
+                "context_distill": {"context": "Answer in one sentence.", "placement": "prefix"}}
     for name, o in OBJECTIVES.items():
         cfg = raw(name)
         cfg["objective"].update(required.get(name, {}))
