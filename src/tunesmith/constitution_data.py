@@ -161,6 +161,7 @@ def critique_and_revise(cfg, items: list[tuple[dict, object, str]], *, trust_rem
     policy, policy_tok = load_causal_lm(cfg.policy, trust_remote_code)
     talks = [[{"role": "user", "content": row["prompt"]}] for row, _, _ in items]
     answers = _reply(policy, policy_tok, talks, cfg, salt=1)
+    log.info("constitution: %d answers written; critiquing them", len(answers))
     if cfg.critic is not None:
         del policy
         critic, critic_tok = load_causal_lm(cfg.critic_name, trust_remote_code)
@@ -169,6 +170,7 @@ def critique_and_revise(cfg, items: list[tuple[dict, object, str]], *, trust_rem
     for talk, answer, (_, principle, _) in zip(talks, answers, items):
         talk += [{"role": "assistant", "content": answer}, {"role": "user", "content": principle.critique}]
     critiques = _reply(critic, critic_tok, talks, cfg, salt=2)
+    log.info("constitution: %d critiques written; revising the answers", len(critiques))
     for talk, critique, (_, principle, _) in zip(talks, critiques, items):
         talk += [{"role": "assistant", "content": critique}, {"role": "user", "content": principle.revision}]
     revisions = [PREAMBLE.sub("", r).strip() for r in _reply(critic, critic_tok, talks, cfg, salt=3)]
