@@ -106,6 +106,7 @@ def _resume(run_dir, config, overrides, trust_remote_code: bool, nproc: int = 1)
     cfg = load_config(folder / "config.yaml")
     if METHODS[cfg.method.name].fit:
         raise TunesmithError(f"--resume: method {cfg.method.name!r} trains without checkpoints; train it again with --overwrite")
+    distributed.check(cfg, nproc)  # before anything in the folder changes
     trim_metrics(folder, int(checkpoint.name.split("-")[-1]))
     log.info("Resuming %s from %s", folder, checkpoint.name)
     plan, bf16 = OutputPlan(Path(run_dir), folder), resolve_bf16(cfg.train)

@@ -129,11 +129,11 @@ def _free_port() -> int:
 
 
 def launch(cfg, plan, bf16: bool, nproc: int, trust_remote_code: bool = False, checkpoint: Path | None = None) -> Path:
-    """Train `cfg` into plan.stage on `nproc` worker processes; returns the run folder once it is swapped in."""
+    """Train `cfg` into plan.stage on `nproc` worker processes (the caller has run `check`); returns the run folder
+    once it is swapped in."""
     from tunesmith.runs.folder import commit_output, discard_output
     from tunesmith.runs.resume import last_checkpoint
 
-    check(cfg, nproc)
     threads = max(1, (os.cpu_count() or 1) // nproc)  # the cores shared out, not N x all of them
     with tempfile.TemporaryDirectory(prefix="tunesmith-nproc-") as tmp:
         spec = Path(tmp) / "spec.json"
