@@ -180,7 +180,9 @@ def test_two_raters_answering_at_once_lose_and_duplicate_nothing(tmp_path):
         rater = conn.execute("SELECT id FROM raters WHERE name = ?", (name,)).fetchone()[0]
         stored = [r[0] for r in conn.execute("SELECT task_id FROM answers WHERE rater_id = ? ORDER BY id", (rater,))]
         assert len(saved[name]) >= 200 and len(set(saved[name])) == len(saved[name])  # no task saved twice
-        assert stored == saved[name]  # every acknowledged answer is there, in order, and nothing else
+        # every acknowledged answer is there, once, and nothing else; the order is not compared, because two threads
+        # may commit in one order and record their acknowledgements in the other
+        assert len(stored) == len(set(stored)) and sorted(stored) == sorted(saved[name])
 
 
 def free_port() -> int:
