@@ -4,17 +4,21 @@
    model and the chat-sft-lora run, K samples each (generated once, cached in the studio's database).
 2. Simulated raters answer every task through the studio's HTTP API (rater links, sessions, CSRF tokens: the same
    routes a browser uses). Their rule, stated so that nobody mistakes the figures for human judgement: a rater
-   scores a response by its word-overlap F1 with the dataset's reference answer(s) for that question, plus Gaussian
-   noise (sd 0.08, fresh per judgement and rater); "both bad" when both noisy scores are under 0.05, "tie" when they
-   are within 0.02, otherwise the higher one wins; thumbs up when the noisy score is at least 0.15. With probability
-   0.1 a rater lapses and answers at random.
+   scores a response by a hidden utility plus Gaussian noise (sd 0.08, fresh per judgement and rater); "both bad"
+   when both noisy scores are under the rule's floor, "tie" when they are within 0.02, otherwise the higher one
+   wins; thumbs up when the noisy score reaches the rule's bar. With probability 0.1 a rater lapses and answers at
+   random. Two utilities (`--rule`):
+   - `f1` (default): the word-overlap F1 with the dataset's reference answer(s) for that question; floor 0.05,
+     thumbs-up bar 0.15;
+   - `concise`: a reader who wants short answers: 1 / (1 + words / 10), 0 for an empty answer; floor 0.2 (more
+     than 40 words), thumbs-up bar 0.4 (15 words or fewer).
 3. Export the pairs; train a `reward` model (configs/reward-studio-pairs.yaml) and a `dpo` run on the base.
 4. Round 2: a new study on other held-out questions, base against the DPO run; the same simulated raters answer;
    the owner figures (win rate with a Wilson interval, Bradley-Terry) say whether DPO now wins, and the reward
    model is checked against the round-2 verdicts it never saw.
 
     .venv/bin/python examples/studio_demo.py [--prompts 32] [--round2-prompts 24] [--samples 2] [--max-new-tokens 48]
-        [--dpo-epochs 3] [--dpo-lr 1e-4] [--out runs/studio-demo]
+        [--dpo-epochs 3] [--dpo-lr 1e-4] [--rule f1|concise] [--out runs/studio-demo]
 
 Writes runs/studio-demo/: round1/ and round2/ (studios), pairs.jsonl (what configs/reward-studio-pairs.yaml reads),
 reward/ and dpo/ (runs), summary.json. Trains runs/chat-sft-lora first when it is missing.
@@ -64,24 +68,34 @@ def f1(response: str, references: list[str]) -> float:
     return best
 
 
+def concise(response: str, references: list[str]) -> float:
+    """The `concise` rule's utility: 1 / (1 + words / 10), and 0 for an answer without words."""
+    n = len(words(response))
+    return 1 / (1 + n / 10) if n else 0.0
+
+
+RULES = {"f1": (f1, 0.05, 0.15), "concise": (concise, 0.2, 0.4)}  # name -> (utility, "both bad" floor, thumbs-up bar)
+
+
 class SimulatedRater:
     """Answers through the HTTP API by the rule in the module docstring."""
 
-    def __init__(self, name: str, seed: int, references: dict[str, list[str]]):
+    def __init__(self, name: str, seed: int, references: dict[str, list[str]], rule: str = "f1"):
         self.name, self.rng, self.references = name, random.Random(seed), references
+        self.truth, self.floor, self.bar = RULES[rule]
 
     def utility(self, prompt: str, text: str) -> float:
-        return f1(text, self.references[prompt]) + self.rng.gauss(0, 0.08)
+        return self.truth(text, self.references[prompt]) + self.rng.gauss(0, 0.08)
 
     def judge(self, task: dict) -> dict:
         lapse = self.rng.random() < 0.1
         if task["kind"] == "single":
-            up = self.rng.random() < 0.5 if lapse else self.utility(task["prompt"], task["response"]["text"]) >= 0.15
+            up = self.rng.random() < 0.5 if lapse else self.utility(task["prompt"], task["response"]["text"]) >= self.bar
             return {"task_id": task["id"], "rating": int(up)}
         left, right = (self.utility(task["prompt"], task[side]["text"]) for side in ("left", "right"))
         if lapse:
             verdict = self.rng.choice(["left", "right", "tie", "both_bad"])
-        elif left < 0.05 and right < 0.05:
+        elif left < self.floor and right < self.floor:
             verdict = "both_bad"
         elif abs(left - right) < 0.02:
             verdict = "tie"
@@ -114,7 +128,7 @@ def held_out(sft: Run) -> dict[str, list[str]]:
 
 
 def run_round(out: Path, name: str, prompts: list[str], models: list[tuple[str, str, str]], references,
-              samples: int, max_new_tokens: int) -> dict:
+              samples: int, max_new_tokens: int, rule: str = "f1") -> dict:
     studio = out / name
     t0 = time.time()
     info = init_study(studio, prompts, "chatterbot-qa (held out)", models, samples=samples,
@@ -127,7 +141,7 @@ def run_round(out: Path, name: str, prompts: list[str], models: list[tuple[str, 
     counts: dict[str, int] = {}
 
     def rate(r: str, token: str, url: str) -> None:
-        counts[r] = SimulatedRater(r, RATERS[r] * 100 + len(name), references).answer_all(url, token)
+        counts[r] = SimulatedRater(r, RATERS[r] * 100 + len(name), references, rule).answer_all(url, token)
 
     with background(create_app(studio)) as url:
         if info["owner_token"]:
@@ -139,12 +153,15 @@ def run_round(out: Path, name: str, prompts: list[str], models: list[tuple[str, 
             t.join()
     conn = db.open_studio(studio)
     data = owner.json_ready(owner.owner_data(conn))
-    truth = {m: sum(f1(r["text"], references[r["prompt"]]) for r in rows) / len(rows) for m, rows in _responses(conn).items()}
+    responses = _responses(conn)
     conn.close()
+    mean = lambda rows, fn: round(sum(fn(r["text"], references[r["prompt"]]) for r in rows) / len(rows), 4)  # noqa: E731
+    truth = {m: mean(rows, f1) for m, rows in responses.items()}
     return {"studio": str(studio), "generated": generated["generated"], "generate_seconds": round(gen_s, 1),
             "answers": counts, "answer_seconds": round(time.time() - t1, 1), "win_rates": data["win_rates"],
             "bradley_terry": data["bradley_terry"], "agreement": data["agreement"], "ratings": data["ratings"],
-            "mean_f1_with_reference": truth}
+            "mean_f1_with_reference": truth, "mean_concise_utility": {m: mean(rows, concise) for m, rows in responses.items()},
+            "mean_words": {m: mean(rows, lambda t, _: len(words(t))) for m, rows in responses.items()}}
 
 
 def _responses(conn) -> dict[str, list[dict]]:
@@ -195,7 +212,7 @@ def dpo_config(base: str, pairs: Path, epochs: int, lr: float = 1.0e-4) -> dict:
 
 
 def run_demo(out: Path, sft_dir: Path, *, base: str = BASE, prompts: int = 32, round2_prompts: int = 24,
-             samples: int = 2, max_new_tokens: int = 48, dpo_epochs: int = 3, dpo_lr: float = 1.0e-4,
+             samples: int = 2, max_new_tokens: int = 48, dpo_epochs: int = 3, dpo_lr: float = 1.0e-4, rule: str = "f1",
              reward_config: str | dict = "configs/reward-studio-pairs.yaml", reward_overrides: list[str] = (),
              dpo_overrides: list[str] = ()) -> dict:
     """The whole loop (module docstring) on a finished chat-sft run; returns what summary.json holds. Finished
@@ -212,14 +229,14 @@ def run_demo(out: Path, sft_dir: Path, *, base: str = BASE, prompts: int = 32, r
     first, second = questions[:prompts], questions[prompts : prompts + round2_prompts]
     print(f"{len(questions)} held-out questions: {len(first)} in round 1, {len(second)} in round 2")
     round1 = run_round(out, "round1", first, [("base", "model", base), ("sft", "run", str(sft_dir))], references,
-                       samples, max_new_tokens)
+                       samples, max_new_tokens, rule)
     pairs = export.export(out / "round1", "pairs", out / "pairs.jsonl", overwrite=True)
     print(f"exported {pairs['rows']} pairs (skipped {pairs['skipped']})")
     reward = train_if_missing(reward_config, out / "reward", [f"data.source={out / 'pairs.jsonl'}", *reward_overrides])
     dpo = train_if_missing(dpo_config(base, out / "pairs.jsonl", dpo_epochs, dpo_lr), out / "dpo", list(dpo_overrides))
     round2 = run_round(out, "round2", second, [("base", "model", base), ("dpo", "run", str(dpo.dir))], references,
-                       samples, max_new_tokens)
-    summary = {"raters": "SIMULATED (the rule is in examples/studio_demo.py)", "round1": round1, "pairs": pairs,
+                       samples, max_new_tokens, rule)
+    summary = {"raters": f"SIMULATED (rule {rule!r}, stated in examples/studio_demo.py)", "rule": rule, "round1": round1, "pairs": pairs,
                "reward_run": {"dir": str(reward.dir), **reward.results["tuned"]},
                "dpo_run": {"dir": str(dpo.dir), "base": dpo.results["base"], "tuned": dpo.results["tuned"]},
                "round2": round2, "reward_on_round2": reward_check(reward, round2["studio"]),
@@ -228,7 +245,8 @@ def run_demo(out: Path, sft_dir: Path, *, base: str = BASE, prompts: int = 32, r
     for name, r in (("round 1", round1), ("round 2", round2)):
         for model, w in r["win_rates"].items():
             print(f"{name}: {model} wins {w['rate']:.3f} [{w['low']:.3f}, {w['high']:.3f}] of {w['n']} comparisons; "
-                  f"Bradley-Terry {r['bradley_terry'][model]:+.2f}; mean F1 with reference {r['mean_f1_with_reference'][model]:.3f}")
+                  f"Bradley-Terry {r['bradley_terry'][model]:+.2f}; mean F1 with reference {r['mean_f1_with_reference'][model]:.3f}; "
+                  f"mean words {r['mean_words'][model]:.1f}")
     print(f"reward model on round 2: {summary['reward_on_round2']}")
     print(f"total {summary['total_seconds']} s; summary in {out / 'summary.json'}")
     return summary
@@ -242,11 +260,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--dpo-epochs", type=int, default=3)
     parser.add_argument("--dpo-lr", type=float, default=1.0e-4)
+    parser.add_argument("--rule", choices=sorted(RULES), default="f1", help="the simulated raters' hidden utility")
     parser.add_argument("--out", type=Path, default=OUT, help="folder for the studios, runs and summary.json")
     args = parser.parse_args()
     train_if_missing("configs/chat-sft-lora.yaml", SFT, [])
     run_demo(args.out, SFT, prompts=args.prompts, round2_prompts=args.round2_prompts, samples=args.samples,
-             max_new_tokens=args.max_new_tokens, dpo_epochs=args.dpo_epochs, dpo_lr=args.dpo_lr)
+             max_new_tokens=args.max_new_tokens, dpo_epochs=args.dpo_epochs, dpo_lr=args.dpo_lr, rule=args.rule)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,20 @@ def test_simulated_rater_rule():
     assert rater.judge({"id": 2, "kind": "single", "prompt": "Q?", "response": {"id": 8, "text": "paris"}})["rating"] == 1
 
 
+def test_the_concise_rule_prefers_the_shorter_answer():
+    demo = load_demo()
+    assert demo.concise("one two three four five", []) == pytest.approx(1 / 1.5) and demo.concise("...", []) == 0
+    rater = demo.SimulatedRater("x", 0, {"Q?": ["unused"]}, rule="concise")
+    rater.rng.random = lambda: 0.5
+    rater.rng.gauss = lambda mu, sd: 0.0
+    long, short = " ".join(["word"] * 45), "Paris, I think."  # 1/5.5 = 0.18 (under the 0.2 floor) and 1/1.3 = 0.77
+    pair = {"id": 1, "kind": "pair", "prompt": "Q?", "left": {"id": 7, "text": short}, "right": {"id": 8, "text": long}}
+    assert rater.judge(pair)["verdict"] == "left"
+    assert rater.judge({**pair, "left": {"id": 7, "text": long}})["verdict"] == "both_bad"
+    single = {"id": 2, "kind": "single", "prompt": "Q?", "response": {"id": 8, "text": " ".join(["w"] * 16)}}
+    assert rater.judge(single)["rating"] == 0 and rater.judge({**single, "response": {"id": 8, "text": short}})["rating"] == 1
+
+
 @pytest.mark.e2e
 def test_the_closed_loop_runs_on_tiny_models(tiny_llama, tiny_bert, qa_file, tmp_path):
     from conftest import tiny_config
