@@ -12,6 +12,9 @@ the starting process swaps the run in (an existing run is replaced only with --o
 Started by another launcher instead (`torchrun ... tunesmith train`, `accelerate launch ...`), every process would
 check and write the run folder on its own: `train` refuses that and names --nproc.
 
+If the starting process dies (killed, even with SIGKILL), torchrun and the workers die with it (Linux's parent-death
+signal), so a killed run leaves no orphan training on and writing into its folder; `--resume` continues it.
+
 Not supported (refused with the reason): methods that train without a Trainer (features) and objectives whose
 trainer is not transformers' (rl's PPO loop), which would train N independent copies.
 """
@@ -122,6 +125,23 @@ def check_engine(train) -> list[str]:
     return problems
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (elsewhere: nothing). Used as torchrun's preexec_fn
+    and at the start of each worker, so that killing `tunesmith train --nproc N` takes torchrun and the workers down."""
+    import ctypes
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -144,7 +164,7 @@ def launch(cfg, plan, bf16: bool, nproc: int, trust_remote_code: bool = False, c
                    "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "tunesmith.distributed", str(spec)]
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
         log.info("Training on %d processes (%s threads each): %s", nproc, env["OMP_NUM_THREADS"], " ".join(command))
-        code = subprocess.run(command, env=env).returncode
+        code = subprocess.run(command, env=env, preexec_fn=die_with_parent).returncode
     if code != 0:
         if plan.swaps and last_checkpoint(plan.stage) is None:
             discard_output(plan)
@@ -162,6 +182,7 @@ def worker(spec_path: str) -> int:
     from tunesmith.pipeline import train_run
     from tunesmith.runs import OutputPlan
 
+    die_with_parent()  # torchrun is the parent: it dies with the starting process
     _setup_logging()
     if not is_main():  # one log and one progress bar: rank 0's
         logging.getLogger("tunesmith").setLevel(logging.WARNING)

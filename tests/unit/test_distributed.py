@@ -87,3 +87,57 @@ def test_sharding_on_cpu_is_refused_not_silently_ddp(tmp_path, make_config, tiny
     with pytest.raises(TunesmithError, match="train.distributed: fsdp shards the model across GPUs"):
         api.train(cfg, out=tmp_path / "f", nproc=2)
     assert not (tmp_path / "f").exists()
+
+
+def _workers_alive() -> list[int]:
+    """Pids of --nproc workers and their torchrun (both run `-m tunesmith.distributed SPEC`) on this machine."""
+    alive = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().split(") ")[-1][0]
+        except OSError:
+            continue
+        if b"tunesmith.distributed" in args and state != "Z":  # a zombie has exited and waits to be reaped
+            alive.append(int(proc.name))
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="reads /proc to find the workers")
+def test_a_killed_two_process_run_leaves_no_workers_and_resumes_on_two(tmp_path, make_config, tiny_bert, sentiment_file):
+    """SIGKILL the process that started `--nproc 2`: torchrun and both workers die with it (nothing keeps writing
+    into the folder), and `--resume --nproc 2` finishes with the weights of an uninterrupted two-process run."""
+    import sys
+    import time
+
+    import yaml
+    from test_resume import kill_when_checkpointed, runner, weights
+
+    from tunesmith.cli import app
+    from tunesmith.runs.resume import _alive
+
+    cfg = make_config(tiny_bert, sentiment_file, "classify",
+                      train={"max_steps": 24, "save_steps": 4, "per_device_train_batch_size": 2})
+    whole = api.train(cfg, out=tmp_path / "whole", nproc=2)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run_dir = tmp_path / "killed"
+    kill_when_checkpointed([sys.executable, "-m", "tunesmith.cli", "train", str(path), "--out", str(run_dir),
+                            "--nproc", "2"], run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "running"
+    deadline = time.time() + 30  # the kernel takes a moment to tear a killed process down
+    while (_workers_alive() or _alive(manifest["pid"])) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _workers_alive() == [] and not _alive(manifest["pid"])  # rank 0, which wrote the manifest, is gone too
+
+    result = runner.invoke(app, ["train", "--resume", str(run_dir), "--nproc", "2"])
+    assert result.exit_code == 0, result.output
+    resumed = api.load_run(run_dir)
+    assert resumed.manifest["status"] == "finished" and resumed.manifest["train_steps"] == 24
+    assert resumed.manifest["processes"] == 2 and resumed.manifest["resumed"][0]["from"].startswith("checkpoint-")
+    a, b = weights(whole.dir), weights(run_dir)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert resumed.results["tuned"]["accuracy"] == whole.results["tuned"]["accuracy"]

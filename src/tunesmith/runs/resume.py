@@ -64,7 +64,10 @@ def _alive(pid) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie (exited, not yet reaped: an orphaned --nproc worker in a container without an init) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1] != "Z"
+    except OSError:
+        return True
 
 
 def stopped_run(run_dir: str | Path) -> tuple[Path, Path]:
