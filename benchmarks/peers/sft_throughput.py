@@ -60,6 +60,9 @@ LINES = {
     "bf16": ("tunesmith + bf16 autocast", {**LEVERS_OFF, "train.bf16": True}, None),
     "levers": ("tunesmith + packed + logits at the response, bf16 where native", {"train.pack_batches": True,
                                                                                   "train.logits_at_labels": True}, None),
+    "grouped_levers": ("tunesmith + length-grouped batches + logits at the response, bf16 where native",
+                       {"train.pack_batches": False, "train.logits_at_labels": True,
+                        "train.extra": {"train_sampling_strategy": "group_by_length"}}, None),
     "defaults": ("tunesmith defaults as shipped (= levers)", {}, None),
 }
 
