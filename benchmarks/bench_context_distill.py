@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/bench_context_distill.py --candidates [--prompts 30]
     .venv/bin/python benchmarks/bench_context_distill.py [--config configs/context-distill.yaml]
 
---candidates: for each candidate context below, the base model's greedy answers to held-out chatterbot-qa questions
-(the config's eval split) without the context and with it (system message and prefix), scored by the candidate's
-checker: how the case in configs/context-distill.yaml was picked (a large gap between the two).
+--candidates [--only config,ten-words]: for the config's own context and each candidate context below, the base
+model's greedy answers to held-out chatterbot-qa questions (the config's eval split) without the context and with
+it (system message and prefix), scored by the candidate's checker: how the case in configs/context-distill.yaml was
+picked (a large gap between the two).
 
 Default: `tunesmith train` the config (-> runs/context-distill), then print from its eval.json the checker's rate for
 the base without the context, the base with it (the teacher) and the tuned student without it, the divergence to
@@ -26,11 +27,15 @@ CANDIDATES = {  # name -> (context, check)
                   {"name": "lowercase"}),
     "indeed": ("You must begin every answer with the word 'Indeed'.", {"name": "starts_with", "value": "Indeed"}),
     "ten-words": ("Answer in at most 10 words.", {"name": "max_words", "value": 10}),
+    "ten-words-examples": ("Answer every question in one short sentence of at most 10 words.\n"
+                           "Q: What is the sun? A: The star at the centre of our solar system.\n"
+                           "Q: Do you like music? A: Yes, I enjoy all kinds of music.\n"
+                           "Q: How are you? A: I am well, thank you.", {"name": "max_words", "value": 10}),
     "sign-off": ("End every answer with the exact phrase 'Have a nice day!'", {"name": "ends_with", "value": "Have a nice day!"}),
 }
 
 
-def candidates(config: str, prompts: int) -> None:
+def candidates(config: str, prompts: int, only: list[str] | None = None) -> None:
     from tunesmith.config import load_config
     from tunesmith.generation import generate
     from tunesmith.modeling import load_model
@@ -44,7 +49,10 @@ def candidates(config: str, prompts: int) -> None:
     start = time.time()
     plain = generate(model, tok, [prompt_ids(tok, base, q, False) for q in questions], base.objective.max_new_tokens)
     print(f"{len(questions)} prompts, greedy, {base.objective.max_new_tokens} new tokens ({time.time() - start:.0f} s per pass)")
-    for name, (context, check) in CANDIDATES.items():
+    cases = {"config": (base.objective.context, dict(base.objective.check or {})), **CANDIDATES}  # the config's own first
+    for name, (context, check) in cases.items():
+        if only and name not in only:
+            continue
         for placement in ("system", "prefix"):
             cfg = load_config(base, {"objective.context": context, "objective.context_file": None,
                                      "objective.placement": placement, "objective.check": check})
@@ -74,5 +82,9 @@ if __name__ == "__main__":
     parser.add_argument("--config", default="configs/context-distill.yaml")
     parser.add_argument("--candidates", action="store_true")
     parser.add_argument("--prompts", type=int, default=30)
+    parser.add_argument("--only", help="--candidates: comma-separated names (config = the config's own context)")
     args = parser.parse_args()
-    candidates(args.config, args.prompts) if args.candidates else train(args.config)
+    if args.candidates:
+        candidates(args.config, args.prompts, args.only.split(",") if args.only else None)
+    else:
+        train(args.config)
