@@ -90,7 +90,7 @@ def main() -> None:
                    "base_perplexity": run.results["base"]["perplexity"], "train_seconds": manifest["train_seconds"],
                    "train_steps": manifest["train_steps"], **speed(model, tok, args.prompts, args.new_tokens)}
     facts = machine(False)
-    print(f"\n{facts['summary']} (fp32 weights); {args.prompts} prompts, {args.new_tokens} new tokens, greedy, one prompt at a time")
+    print(f"\n{facts['summary']}; {args.prompts} prompts, {args.new_tokens} new tokens, greedy, one prompt at a time")
     print(f"{'model':10} {'blocks':>6} {'held-out ppl':>12} {'forward tok/s':>14} {'generate tok/s':>15}")
     for name, r in rows.items():
         print(f"{name:10} {r['blocks']:>6} {r['perplexity']:12.1f} {r['forward_tokens_per_s']:14.1f} {r['generated_tokens_per_s']:15.2f}"
@@ -98,7 +98,7 @@ def main() -> None:
     for v in VARIANTS:
         r = rows[v]
         print(f"{v}: perplexity {r['base_perplexity']:.0f} at the start (blocks cut) -> {r['perplexity']:.1f} after "
-              f"{r['train_steps']} steps ({r['train_seconds']:.0f} s, the teacher's pass included for kl's first run)")
+              f"{r['train_steps']} steps ({r['train_seconds']:.0f} s" + (", with the teacher's pass on its first run)" if v == "kl" else ")"))
     out = Path("runs/bench-distill-chat.json")
     out.write_text(json.dumps({"machine": facts, "settings": vars(args), "rows": rows}, indent=2))
     print(f"written to {out}")
