@@ -63,6 +63,7 @@ LINES = {
     "grouped_levers": ("tunesmith + length-grouped batches + logits at the response, bf16 where native",
                        {"train.pack_batches": False, "train.logits_at_labels": True,
                         "train.extra": {"train_sampling_strategy": "group_by_length"}}, None),
+    "compile_levers": ("tunesmith defaults + torch.compile", {"train.extra": {"torch_compile": True}}, None),
     "defaults": ("tunesmith defaults as shipped (= levers)", {}, None),
 }
 
