@@ -155,13 +155,18 @@ def run_round(out: Path, name: str, prompts: list[str], models: list[tuple[str, 
     data = owner.json_ready(owner.owner_data(conn))
     responses = _responses(conn)
     conn.close()
-    mean = lambda rows, fn: round(sum(fn(r["text"], references[r["prompt"]]) for r in rows) / len(rows), 4)  # noqa: E731
-    truth = {m: mean(rows, f1) for m, rows in responses.items()}
     return {"studio": str(studio), "generated": generated["generated"], "generate_seconds": round(gen_s, 1),
             "answers": counts, "answer_seconds": round(time.time() - t1, 1), "win_rates": data["win_rates"],
             "bradley_terry": data["bradley_terry"], "agreement": data["agreement"], "ratings": data["ratings"],
-            "mean_f1_with_reference": truth, "mean_concise_utility": {m: mean(rows, concise) for m, rows in responses.items()},
-            "mean_words": {m: mean(rows, lambda t, _: len(words(t))) for m, rows in responses.items()}}
+            "mean_f1_with_reference": means(responses, references, f1),
+            "mean_concise_utility": means(responses, references, concise),
+            "mean_words": means(responses, references, lambda text, _: len(words(text)))}
+
+
+def means(responses: dict[str, list[dict]], references, score) -> dict[str, float]:
+    """Per model, the mean of score(response, the question's references) over its responses."""
+    return {m: round(sum(score(r["text"], references[r["prompt"]]) for r in rows) / len(rows), 4)
+            for m, rows in responses.items()}
 
 
 def _responses(conn) -> dict[str, list[dict]]:

@@ -12,7 +12,7 @@ from tunesmith.data.inspect import describe_example
 from tunesmith.errors import TunesmithError, raise_if
 from tunesmith.eval import benchmarks
 from tunesmith.methods.registry import METHODS
-from tunesmith.modeling import ensure_pad_token, load_model, load_tokenizer, resolve_bf16, to_device
+from tunesmith.modeling import load_causal_lm, resolve_bf16
 from tunesmith.objectives.registry import OBJECTIVES
 from tunesmith.pipeline import Prepared, train_run
 from tunesmith.runs import Run, load_run, plan_output
@@ -138,11 +138,5 @@ def bench(model_or_run, tasks, limit: int | None = None, shots: int = 0, batch_s
         base = benchmarks.run_benchmarks(run.load_base(), run.tokenizer, task_list, what="base model", **options)
         tuned = benchmarks.run_benchmarks(run.model, run.tokenizer, task_list, what="tuned model", **options)
         return {"base": base, "tuned": tuned}
-    from tunesmith.config import ModelConfig
-
-    model_cfg = ModelConfig(name=str(model_or_run))
-    tok = load_tokenizer(model_cfg, trust_remote_code=trust_remote_code)
-    model = load_model(model_cfg, "causal_lm", trust_remote_code=trust_remote_code)
-    ensure_pad_token(tok, model)
-    to_device(model).eval()
+    model, tok = load_causal_lm(str(model_or_run), trust_remote_code)
     return {"model": benchmarks.run_benchmarks(model, tok, task_list, what=str(model_or_run), **options)}

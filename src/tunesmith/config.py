@@ -302,7 +302,7 @@ def load_config(
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise TunesmithError(_describe(err, raw), source=source) from None
+        raise TunesmithError(describe_errors(err, raw), source=source) from None
     from tunesmith.config_checks import cross_checks
 
     problems = cross_checks(cfg)
@@ -331,8 +331,9 @@ def _drop_options_of(raw: dict, section: str, old: str, new: str, overrides) -> 
                                                section, new, old, old, ", ".join(dropped), new)
 
 
-def _describe(err: ValidationError, raw: dict) -> list[str]:
-    """Turn pydantic errors into one line each that names the key, what was found and what was expected."""
+def describe_errors(err: ValidationError, raw: dict, root: Any = None) -> list[str]:
+    """Turn pydantic errors into one line each that names the key, what was found and what was expected. `root`:
+    the model that was validated (default RunConfig), whose fields suggest a fix for a misspelt key."""
     problems = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
@@ -345,7 +346,7 @@ def _describe(err: ValidationError, raw: dict) -> list[str]:
         if kind == "extra_forbidden" and len(loc) == 2 and loc[0] == "data" and loc[1] in OLD_COLUMN_KEYS:
             problems.append(old_key_conflict(loc[1], raw["data"]))  # left by RunConfig._old_column_keys
         elif kind == "extra_forbidden":
-            parent = _section_fields(loc[:-1], raw)
+            parent = _section_fields(loc[:-1], raw, root or RunConfig)
             hint = _suggest(loc[-1], parent)
             problems.append(f"{key}: unknown key{hint}; remove it or fix its spelling")
         elif kind == "missing":
@@ -364,8 +365,8 @@ def _describe(err: ValidationError, raw: dict) -> list[str]:
     return problems
 
 
-def _section_fields(loc: list[str], raw: dict) -> set[str]:
-    model: Any = RunConfig
+def _section_fields(loc: list[str], raw: dict, root: Any) -> set[str]:
+    model: Any = root
     for part in loc:
         if part in ("method", "objective") and model is RunConfig:
             registry = METHODS if part == "method" else OBJECTIVES

@@ -119,11 +119,9 @@ def read_config(path: str | Path) -> ConstitutionConfig:
     try:
         cfg = ConstitutionConfig.model_validate(raw)
     except ValidationError as err:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
-                    + ("required but missing; add it" if e["type"] == "missing" else
-                       "unknown key; remove it or fix its spelling" if e["type"] == "extra_forbidden" else
-                       f"{e['msg'].lower()}, found {e.get('input')!r}") for e in err.errors()]
-        raise TunesmithError(problems, source=str(path)) from None
+        from tunesmith.config import describe_errors
+
+        raise TunesmithError(describe_errors(err, raw, ConstitutionConfig), source=str(path)) from None
     if not any(p.train for p in cfg.prompts):
         raise TunesmithError(f"{path}: prompts: no source gives any training prompts (every train is 0, or the list is "
                              "empty); set train: N on at least one source")

@@ -127,18 +127,6 @@ def generate_data(cfg, principles: list, prompts: list[dict], folder: Path, *, o
     return {"examples": len(examples), "generated": len(missing), "sft": len(sft), "pairs": len(pairs)}
 
 
-def load_causal_lm(name: str, trust_remote_code: bool):
-    """A causal LM and its tokenizer from a model name or a finished run folder (its tuned model)."""
-    from tunesmith.config import ModelConfig
-    from tunesmith.modeling import ensure_pad_token, load_model, load_tokenizer, to_device
-
-    model_cfg = ModelConfig(name=name)
-    tokenizer = load_tokenizer(model_cfg, trust_remote_code=trust_remote_code)
-    model = to_device(load_model(model_cfg, "causal_lm", trust_remote_code=trust_remote_code)).eval()
-    ensure_pad_token(tokenizer, model)
-    return model, tokenizer
-
-
 def _reply(model, tokenizer, conversations: list[list[dict]], cfg, salt: int) -> list[str]:
     """The next assistant turn of each conversation, sampled as generation: says (cut at the last full sentence)."""
     from tunesmith.generation import chat_prompt, generate
@@ -158,6 +146,8 @@ def whole_sentences(text: str) -> str:
 
 def critique_and_revise(cfg, items: list[tuple[dict, object, str]], *, trust_remote_code: bool = False) -> list[dict]:
     """Answer (policy) -> critique -> revision (critic) for each (prompt row, principle, key)."""
+    from tunesmith.modeling import load_causal_lm
+
     policy, policy_tok = load_causal_lm(cfg.policy, trust_remote_code)
     talks = [[{"role": "user", "content": row["prompt"]}] for row, _, _ in items]
     answers = _reply(policy, policy_tok, talks, cfg, salt=1)

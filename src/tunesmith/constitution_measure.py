@@ -80,7 +80,7 @@ def _answers(model, tokenizer, prompts: list[str], cfg) -> list[str]:
 def measure(cfg, held_out: list[dict], tuned: Path, *, trust_remote_code: bool = False) -> dict:
     """{"measures": {kind: {"n", "base", "tuned"}}, "directions", "samples"}: the rule scores and helpfulness of the
     policy (base) and of the last stage's run (tuned) on the held-out prompts of each kind."""
-    from tunesmith.constitution_data import load_causal_lm
+    from tunesmith.modeling import load_causal_lm
 
     kinds = {k: [r for r in held_out if r["kind"] == k] for k in ("red_team", "ordinary")}
     kinds = {k: rows for k, rows in kinds.items() if rows}

@@ -159,6 +159,18 @@ def ensure_pad_token(tokenizer, model=None) -> None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
 
+def load_causal_lm(name: str, trust_remote_code: bool = False):
+    """(model, tokenizer) of a causal LM named as model.name names one (catalog name, folder, hub id, or a run
+    folder: its tuned model), in eval mode on the device, the tokenizer with a pad token."""
+    from tunesmith.config import ModelConfig
+
+    cfg = ModelConfig(name=name)
+    tokenizer = load_tokenizer(cfg, trust_remote_code=trust_remote_code)
+    model = load_model(cfg, "causal_lm", trust_remote_code=trust_remote_code)
+    ensure_pad_token(tokenizer, model)
+    return to_device(model).eval(), tokenizer
+
+
 def count_parameters(model) -> dict:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

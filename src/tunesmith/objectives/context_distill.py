@@ -89,7 +89,7 @@ def check_config(cfg) -> list[str]:
         problems.append("objective.context: the context is empty; the teacher would read what the student reads. "
                         "Write the rules or examples the student should learn to follow without them")
     elif o.context_file is not None:
-        problems += context_file_problems(o.context_file)
+        problems += teacher.context_file_problems(o.context_file)
     if o.placement == "system" and d.format != "chat":
         problems.append("objective.placement: 'system' puts the context in the chat template's system message, which "
                         "needs data.format: chat; set data.format: chat or objective.placement: prefix")
@@ -113,18 +113,6 @@ def check(cfg, dd, tokenizer) -> list[str]:
         problems.append(f"data.format: 'chat' needs a tokenizer with a chat template, and {cfg.model.name!r} has none; "
                         "use data.format: text with objective.placement: prefix")
     return problems + causal_lm_problems(cfg)
-
-
-def context_file_problems(name: str) -> list[str]:
-    from pathlib import Path
-
-    path = Path(name).expanduser()
-    if not path.is_file():
-        return [f"objective.context_file: {name!r} is not a file (looked at {path.resolve()}); fix the path, or give "
-                "the text itself as objective.context"]
-    if not path.read_text(encoding="utf-8").strip():
-        return [f"objective.context_file: {name!r} is empty; write the context in it"]
-    return []
 
 
 def causal_lm_problems(cfg) -> list[str]:

@@ -35,15 +35,25 @@ _MEMO: dict[str, dict] = {}  # cache key -> teacher outputs, for this process (c
 # The context and the prompts
 
 
+def context_file_problems(name: str) -> list[str]:
+    """objective.context_file: a file that exists and holds some text (relative paths: from the working folder)."""
+    path = Path(name).expanduser()
+    if not path.is_file():
+        return [f"objective.context_file: {name!r} is not a file (looked at {path.resolve()}); fix the path, or give "
+                "the text itself as objective.context"]
+    if not path.read_text(encoding="utf-8").strip():
+        return [f"objective.context_file: {name!r} is empty; write the context in it"]
+    return []
+
+
 def context_text(o) -> str:
-    """objective.context, or the text of objective.context_file (relative paths: from the working folder)."""
+    """objective.context, or the text of objective.context_file."""
     if o.context is not None:
         return o.context
-    path = Path(o.context_file).expanduser()
-    if not path.is_file():
-        raise TunesmithError(f"objective.context_file: {o.context_file!r} is not a file (looked at {path.resolve()}); "
-                             "fix the path, or give the text itself as objective.context")
-    return path.read_text(encoding="utf-8")
+    problems = context_file_problems(o.context_file)
+    if problems:
+        raise TunesmithError(problems[0])
+    return Path(o.context_file).expanduser().read_text(encoding="utf-8")
 
 
 def prompt_ids(tokenizer, cfg, text: str, with_context: bool) -> list[int]:
@@ -115,17 +125,11 @@ def passes(check, text: str) -> bool:
 # The teacher's responses and outputs
 
 
-def _is_peft(model) -> bool:
-    from tunesmith.generation import _is_peft as is_peft
-
-    return is_peft(model)
-
-
 @contextmanager
 def as_teacher(model):
     """The block runs the base model in eval mode: a PEFT model with its adapter switched off (under the model's
     adapter lock, see generation.using_adapter); any other model as it is (asked only before it trains)."""
-    from tunesmith.generation import using_adapter
+    from tunesmith.generation import _is_peft, using_adapter
 
     training = model.training
     model.eval()

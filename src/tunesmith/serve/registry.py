@@ -228,6 +228,7 @@ def _worker(name: str) -> ThreadPoolExecutor:
 def load_registry(specs: list[tuple[str, Path]], models: list[str] = (), trust_remote_code: bool = False) -> Registry:
     """Load what `tunesmith serve` serves: specs from `parse_specs`, plus plain models by name."""
     from tunesmith.adapters import AdapterSet
+    from tunesmith.modeling import load_causal_lm
 
     groups, whole, plain = _plan(specs, list(models), trust_remote_code)
     served: list[Served] = []
@@ -243,21 +244,10 @@ def load_registry(specs: list[tuple[str, Path]], models: list[str] = (), trust_r
     for name, run in whole:
         served.append(Served(name, "model", run.model, run.tokenizer, _worker(name), run=run, created=_created(run)))
     for name in plain:
-        model, tokenizer = _plain_model(name, trust_remote_code)
+        model, tokenizer = load_causal_lm(name, trust_remote_code)
         served.append(Served(served_name(name), "model", model, tokenizer, _worker(served_name(name))))
     return Registry(served)
 
 
 def _created(run) -> int:
     return int((run.dir / "manifest.json").stat().st_mtime)
-
-
-def _plain_model(name: str, trust_remote_code: bool):
-    from tunesmith.config import ModelConfig
-    from tunesmith.modeling import ensure_pad_token, load_model, load_tokenizer, to_device
-
-    cfg = ModelConfig(name=name)
-    tokenizer = load_tokenizer(cfg, trust_remote_code=trust_remote_code)
-    model = load_model(cfg, "causal_lm", trust_remote_code=trust_remote_code)
-    ensure_pad_token(tokenizer, model)
-    return to_device(model).eval(), tokenizer

@@ -91,15 +91,10 @@ def load_answerer(kind: str, source: str, s, trust_remote_code: bool = False) ->
 
         run = Run(source, trust_remote_code=trust_remote_code)
         return lambda prompts, seed: run.generate(prompts, s.max_new_tokens, seed=seed, **options)
-    from tunesmith.config import ModelConfig
     from tunesmith.generation import chat_prompt, generate
-    from tunesmith.modeling import ensure_pad_token, load_model, load_tokenizer, to_device
+    from tunesmith.modeling import load_causal_lm
 
-    cfg = ModelConfig(name=source)
-    tokenizer = load_tokenizer(cfg, trust_remote_code=trust_remote_code)
-    model = load_model(cfg, "causal_lm", trust_remote_code=trust_remote_code)
-    ensure_pad_token(tokenizer, model)
-    model = to_device(model).eval()
+    model, tokenizer = load_causal_lm(source, trust_remote_code)
 
     def answer(prompts, seed):
         if getattr(tokenizer, "chat_template", None):
