@@ -202,6 +202,17 @@ def reward_check(reward: Run, studio: str) -> dict:
             "pairs": len(pairs), "prefers_dpo": round(sum(d > b for b, d in zip(base, dpo)) / len(pairs), 3)}
 
 
+def check_rule(out: Path, rule: str) -> None:
+    """The answers cached in `out` were given by raters of one rule: refuse another (it would reuse them), else
+    record it (out/rule.txt; a folder from before --rule existed was rated by `f1`)."""
+    marker = out / "rule.txt"
+    used = marker.read_text().strip() if marker.exists() else "f1" if (out / "round1").exists() else None
+    if used is not None and used != rule:
+        raise SystemExit(f"{out} holds answers of raters with --rule {used}; give another --out for --rule {rule}")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(rule + "\n")
+
+
 def dpo_config(base: str, pairs: Path, epochs: int, lr: float = 1.0e-4) -> dict:
     """DPO with a LoRA adapter on the base, prompts in its chat format, as chat-sft-lora trains."""
     return {
@@ -222,7 +233,7 @@ def run_demo(out: Path, sft_dir: Path, *, base: str = BASE, prompts: int = 32, r
              dpo_overrides: list[str] = ()) -> dict:
     """The whole loop (module docstring) on a finished chat-sft run; returns what summary.json holds. Finished
     runs, generated responses and given answers are reused when it is run again."""
-    out.mkdir(parents=True, exist_ok=True)
+    check_rule(out, rule)
     started = time.time()
     sft = Run(sft_dir)
     references = held_out(sft)

@@ -47,6 +47,17 @@ def test_the_concise_rule_prefers_the_shorter_answer():
     assert rater.judge(single)["rating"] == 0 and rater.judge({**single, "response": {"id": 8, "text": short}})["rating"] == 1
 
 
+def test_a_folder_rated_by_one_rule_refuses_another(tmp_path):
+    demo = load_demo()
+    demo.check_rule(tmp_path / "demo", "concise")
+    demo.check_rule(tmp_path / "demo", "concise")  # the same rule carries on
+    with pytest.raises(SystemExit, match="--rule concise; give another --out"):
+        demo.check_rule(tmp_path / "demo", "f1")
+    (tmp_path / "old" / "round1").mkdir(parents=True)  # rated before --rule existed: by f1
+    with pytest.raises(SystemExit, match="--rule f1"):
+        demo.check_rule(tmp_path / "old", "concise")
+
+
 @pytest.mark.e2e
 def test_the_closed_loop_runs_on_tiny_models(tiny_llama, tiny_bert, qa_file, tmp_path):
     from conftest import tiny_config
