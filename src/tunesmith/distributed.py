@@ -164,7 +164,7 @@ def launch(cfg, plan, bf16: bool, nproc: int, trust_remote_code: bool = False, c
                    "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "tunesmith.distributed", str(spec)]
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
         log.info("Training on %d processes (%s threads each): %s", nproc, env["OMP_NUM_THREADS"], " ".join(command))
-        code = subprocess.run(command, env=env, preexec_fn=die_with_parent).returncode
+        code = subprocess.run(command, env=env, preexec_fn=die_with_parent if os.name == "posix" else None).returncode
     if code != 0:
         if plan.swaps and last_checkpoint(plan.stage) is None:
             discard_output(plan)
