@@ -39,8 +39,8 @@ def candidates(config: str, prompts: int, only: list[str] | None = None) -> None
     from tunesmith.config import load_config
     from tunesmith.generation import generate
     from tunesmith.modeling import load_model
-    from tunesmith.objectives.context_distill_teacher import passes, prompt_ids
-    from tunesmith.pipeline import Prepared
+    from tunesmith.objectives.distill.context_teacher import passes, prompt_ids
+    from tunesmith.training.prepare import Prepared
 
     base = load_config(config)
     prep = Prepared(base)

@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from tunesmith import api
-    from tunesmith.modeling import machine
+    from tunesmith.hardware import machine
 
     start = time.time()
     if args.retrain or not (TEACHER / "manifest.json").exists():

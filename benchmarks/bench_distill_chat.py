@@ -72,7 +72,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "tunesmith.cli", "compare", "configs/distill-chat.yaml"], check=True)
 
     from tunesmith.config import ModelConfig
-    from tunesmith.modeling import load_model, machine
+    from tunesmith.hardware import machine
+    from tunesmith.modeling import load_model
     from tunesmith.runs import Run
 
     runs = {v: Run(COMPARE / "runs" / v) for v in VARIANTS}

@@ -33,7 +33,7 @@ OUT = Path("runs") / "bench-feedback"
 def machine() -> str:
     import torch
 
-    from tunesmith.modeling import machine as facts
+    from tunesmith.hardware import machine as facts
 
     return facts(False)["summary"].rsplit(";", 1)[0] + f"; torch {torch.__version__}"
 

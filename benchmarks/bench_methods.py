@@ -13,7 +13,7 @@ import os
 import platform
 import time
 
-from tunesmith.compare import compare
+from tunesmith.experiments.compare import compare
 
 
 def main() -> None:

@@ -131,7 +131,7 @@ def main() -> None:
         return
     import torch
 
-    from tunesmith.modeling import machine
+    from tunesmith.hardware import machine
 
     summary = f"{machine(False)['summary']}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M')}"
     results = []

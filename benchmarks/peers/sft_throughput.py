@@ -129,7 +129,7 @@ def tunesmith_trainer(model_name: str, overrides: dict, steps: int, out: str, ca
     from tunesmith.config import load_config
     from tunesmith.methods.registry import apply_method
     from tunesmith.modeling import ensure_pad_token, load_model, to_device
-    from tunesmith.pipeline import Prepared
+    from tunesmith.training.prepare import Prepared
 
     folder = Path(out) / "data"
     data = Dataset.from_list(rows())
@@ -156,7 +156,7 @@ def child(name: str, steps: int, warmup: int, model_name: str = MODEL) -> dict:
     """One line, in this process: train warmup + steps steps and return what the table prints."""
     import torch
 
-    from tunesmith.modeling import native_bf16
+    from tunesmith.hardware import native_bf16
 
     _, overrides, threads = LINES[name]
     if threads:
@@ -222,7 +222,7 @@ def main() -> None:
         return
     import torch
 
-    from tunesmith.modeling import machine, native_bf16
+    from tunesmith.hardware import machine, native_bf16
 
     native, why = native_bf16(use_cpu=True)
     print(f"machine: {machine(False)['summary']}; {why}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M')}")

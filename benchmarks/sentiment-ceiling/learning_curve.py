@@ -13,7 +13,7 @@ re-used. Figures are printed, never asserted.
 import sys
 from pathlib import Path
 
-from tunesmith.compare import compare
+from tunesmith.experiments.compare import compare
 from tunesmith.config import read_yaml
 from tunesmith.report.runlog import read_metrics
 

@@ -13,7 +13,7 @@ def __getattr__(name):  # keep `import tunesmith` light: torch and transformers 
 
         return getattr(api, name)
     if name in ("load_adapters", "export", "AdapterSet"):
-        from tunesmith import adapters
+        from tunesmith.runs import adapters
 
         return getattr(adapters, name)
     if name == "load_config":

@@ -1,21 +1,24 @@
 """The Python API that the CLI and users call: train(), validate(), preview(), load_run() and Run (evaluate,
-predict, generate, score), bench(). Thin: the recipe is in tunesmith.pipeline, run folders in tunesmith.runs."""
+predict, generate, score), bench(). Thin: the recipe is in tunesmith.training.train, run folders in tunesmith.runs."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from tunesmith import distributed
 from tunesmith.config import RunConfig, load_config
 from tunesmith.data.inspect import describe_example
 from tunesmith.errors import TunesmithError, raise_if
 from tunesmith.eval import benchmarks
+from tunesmith.hardware import resolve_bf16
 from tunesmith.methods.registry import METHODS
-from tunesmith.modeling import load_causal_lm, resolve_bf16
+from tunesmith.modeling import load_causal_lm
 from tunesmith.objectives.registry import OBJECTIVES
-from tunesmith.pipeline import Prepared, train_run
+from tunesmith.objectives.trainer import check_engine
 from tunesmith.runs import Run, load_run, plan_output
+from tunesmith.training import distributed
+from tunesmith.training.prepare import Prepared
+from tunesmith.training.train import train_run
 
 __all__ = ["train", "validate", "preview", "load_run", "Run", "bench", "Prepared"]
 log = logging.getLogger("tunesmith")
@@ -35,8 +38,8 @@ def validate(config, overrides: dict | list | None = None) -> dict:
     if cfg.model.trust_remote_code:
         log.info("validate never runs a model's own code: checking %s with the standard transformers classes", cfg.model.name)
         cfg = load_config(cfg, {"model.trust_remote_code": False})
+    from tunesmith.hardware import bf16_problems
     from tunesmith.methods.targets import target_problems
-    from tunesmith.modeling import bf16_problems
     from tunesmith.report.tracking import missing_trackers
 
     # train.bf16 and the trackers on this machine, and target_modules on the model built without its weights
@@ -82,13 +85,13 @@ def train(config=None, *, out: str | Path | None = None, overwrite: bool = False
     run has finished (it is written beside it and swapped in). `trust_remote_code` lets a model's own Python code
     run (the config's model.trust_remote_code alone never does). `resume`: a stopped run's folder, continued from
     its last complete checkpoint with the config it started with (train.save_steps writes checkpoints). `nproc`:
-    data-parallel training on that many processes (tunesmith.distributed)."""
+    data-parallel training on that many processes (tunesmith.training.distributed)."""
     distributed.refuse_foreign_launch()
     if resume is not None:
         return _resume(resume, config, overrides, trust_remote_code, nproc)
     cfg = load_config(config, overrides if isinstance(overrides, list) else _overrides(overrides, kwargs))
     bf16 = resolve_bf16(cfg.train)  # true on hardware without native bf16 stops here, before anything loads
-    distributed.check(cfg, nproc)
+    check_processes(cfg, nproc)
     plan = plan_output(Path(out) if out else default_run_dir(config), overwrite=overwrite, protected=read_inputs(config, cfg))
     if nproc > 1:
         return Run(distributed.launch(cfg, plan, bf16, nproc, trust_remote_code), trust_remote_code=trust_remote_code)
@@ -106,7 +109,7 @@ def _resume(run_dir, config, overrides, trust_remote_code: bool, nproc: int = 1)
     cfg = load_config(folder / "config.yaml")
     if METHODS[cfg.method.name].fit:
         raise TunesmithError(f"--resume: method {cfg.method.name!r} trains without checkpoints; train it again with --overwrite")
-    distributed.check(cfg, nproc)  # before anything in the folder changes
+    check_processes(cfg, nproc)  # before anything in the folder changes
     trim_metrics(folder, int(checkpoint.name.split("-")[-1]))
     log.info("Resuming %s from %s", folder, checkpoint.name)
     plan, bf16 = OutputPlan(Path(run_dir), folder), resolve_bf16(cfg.train)
@@ -140,3 +143,20 @@ def bench(model_or_run, tasks, limit: int | None = None, shots: int = 0, batch_s
         return {"base": base, "tuned": tuned}
     model, tok = load_causal_lm(str(model_or_run), trust_remote_code)
     return {"model": benchmarks.run_benchmarks(model, tok, task_list, what=str(model_or_run), **options)}
+
+
+def check_processes(cfg, nproc: int) -> None:
+    """Refuse what would not train as one model on N processes, before anything starts."""
+    if nproc < 1:
+        raise TunesmithError(f"--nproc {nproc}: give 1 or more processes")
+    problems = check_engine(cfg.train)
+    if problems:
+        raise TunesmithError("; ".join(problems))
+    if nproc == 1:
+        return
+    if METHODS[cfg.method.name].fit:
+        raise TunesmithError(f"--nproc {nproc}: method {cfg.method.name!r} trains its classifier without a Trainer, "
+                             "on one process; drop --nproc (it trains in seconds)")
+    if not OBJECTIVES[cfg.objective.name].distributed:
+        raise TunesmithError(f"--nproc {nproc}: objective {cfg.objective.name!r} trains with its own loop, which does not "
+                             "split batches across processes; drop --nproc")

@@ -7,18 +7,17 @@ A config has seven sections: ``model``, ``data``, ``method``, ``objective``, ``t
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from tunesmith.config_io import apply_overrides, parse_override, read_yaml, switches  # noqa: F401 (re-exported)
+from tunesmith.config_checks import cross_checks
+from tunesmith.config_io import apply_overrides, parse_override, read_yaml, suggest, switches  # noqa: F401 (re-exported)
+from tunesmith.data.roles import OLD_COLUMN_KEYS, move_old_column_keys, old_key_conflict
 from tunesmith.errors import TunesmithError
-from tunesmith.methods.registry import METHODS
-from tunesmith.objectives.registry import OBJECTIVES
-from tunesmith.objectives.roles import OLD_COLUMN_KEYS, move_old_column_keys, old_key_conflict
+from tunesmith.registries import methods, objectives
 from tunesmith.schema import Section
 from tunesmith.sweep_config import SweepConfig
 
@@ -115,7 +114,7 @@ class DataConfig(Section):
 
     @property
     def roles(self) -> tuple:
-        """The Role declarations of the config's objective (tunesmith.objectives.roles.Role)."""
+        """The Role declarations of the config's objective (tunesmith.data.roles.Role)."""
         return self._roles or ()
 
     def column(self, role: str) -> str | None:
@@ -123,7 +122,7 @@ class DataConfig(Section):
         that data.columns does not name."""
         if role in self.columns:
             return self.columns[role]
-        roles = self._roles if self._roles is not None else [r for o in OBJECTIVES.values() for r in o.roles]
+        roles = self._roles if self._roles is not None else [r for o in objectives().values() for r in o.roles]
         return None if any(r.name == role and r.optional for r in roles) else role
 
     def role_columns(self) -> dict[str, str]:
@@ -240,15 +239,15 @@ def _tagged_union(registry: dict) -> Any:
 class RunConfig(Section):
     model: ModelConfig
     data: DataConfig
-    method: _tagged_union(METHODS)  # type: ignore[valid-type]
-    objective: _tagged_union(OBJECTIVES)  # type: ignore[valid-type]
+    method: _tagged_union(methods())  # type: ignore[valid-type]
+    objective: _tagged_union(objectives())  # type: ignore[valid-type]
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     compare: list[CompareVariant] = Field(
         default_factory=list, description="Method variants that `tunesmith compare` runs side by side."
     )
-    sweep: SweepConfig | None = Field(None, description="What `tunesmith sweep` searches (tunesmith.sweep).")
+    sweep: SweepConfig | None = Field(None, description="What `tunesmith sweep` searches (tunesmith.experiments.sweep).")
 
     @model_validator(mode="before")
     @classmethod
@@ -259,11 +258,11 @@ class RunConfig(Section):
             return raw
         name = raw["objective"].get("name") if isinstance(raw.get("objective"), dict) else None
         name = name if isinstance(name, str) else None
-        return {**raw, "data": move_old_column_keys(data, name, OBJECTIVES[name].roles if name in OBJECTIVES else None)}
+        return {**raw, "data": move_old_column_keys(data, name, objectives()[name].roles if name in objectives() else None)}
 
     @model_validator(mode="after")
     def _objective_roles(self) -> RunConfig:
-        self.data._roles = OBJECTIVES[self.objective.name].roles  # so that data.column(role) knows optional roles
+        self.data._roles = objectives()[self.objective.name].roles  # so that data.column(role) knows optional roles
         return self
 
     def to_yaml(self) -> str:
@@ -272,8 +271,8 @@ class RunConfig(Section):
 
 def refresh_schema() -> None:
     """Rebuild RunConfig's method and objective unions after a registry gained an entry (objectives.registry.register)."""
-    RunConfig.model_fields["method"].annotation = _tagged_union(METHODS)
-    RunConfig.model_fields["objective"].annotation = _tagged_union(OBJECTIVES)
+    RunConfig.model_fields["method"].annotation = _tagged_union(methods())
+    RunConfig.model_fields["objective"].annotation = _tagged_union(objectives())
     RunConfig.model_rebuild(force=True)
 
 
@@ -303,9 +302,7 @@ def load_config(
         cfg = RunConfig.model_validate(raw)
     except ValidationError as err:
         raise TunesmithError(describe_errors(err, raw), source=source) from None
-    from tunesmith.config_checks import cross_checks
-
-    problems = cross_checks(cfg)
+    problems = cross_checks(cfg, load_config)
     if problems:
         raise TunesmithError(problems, source=source)
     return cfg
@@ -318,7 +315,7 @@ def _drop_options_of(raw: dict, section: str, old: str, new: str, overrides) -> 
 
     from tunesmith.config_io import override_items
 
-    registry = METHODS if section == "method" else OBJECTIVES
+    registry = methods() if section == "method" else objectives()
     if new not in registry:
         return  # the unknown name gets its own error from validation
     known = set(registry[new].config_cls.model_fields)
@@ -347,17 +344,17 @@ def describe_errors(err: ValidationError, raw: dict, root: Any = None) -> list[s
             problems.append(old_key_conflict(loc[1], raw["data"]))  # left by RunConfig._old_column_keys
         elif kind == "extra_forbidden":
             parent = _section_fields(loc[:-1], raw, root or RunConfig)
-            hint = _suggest(loc[-1], parent)
+            hint = suggest(loc[-1], parent)
             problems.append(f"{key}: unknown key{hint}; remove it or fix its spelling")
         elif kind == "missing":
             problems.append(f"{key}: required but missing; add it to the config")
         elif kind == "union_tag_invalid":
             section = loc[0]
-            names = sorted(METHODS if section == "method" else OBJECTIVES)
+            names = sorted(methods() if section == "method" else objectives())
             found = (raw.get(section) or {}).get("name")
             problems.append(f"{section}.name: {found!r} is not a known {section}; expected one of {names}")
         elif kind == "union_tag_not_found":
-            names = sorted(METHODS if loc[0] == "method" else OBJECTIVES)
+            names = sorted(methods() if loc[0] == "method" else objectives())
             problems.append(f"{loc[0]}.name: required; expected one of {names}")
         else:
             found = e.get("input")
@@ -369,7 +366,7 @@ def _section_fields(loc: list[str], raw: dict, root: Any) -> set[str]:
     model: Any = root
     for part in loc:
         if part in ("method", "objective") and model is RunConfig:
-            registry = METHODS if part == "method" else OBJECTIVES
+            registry = methods() if part == "method" else objectives()
             name = (raw.get(part) or {}).get("name")
             model = registry[name].config_cls if name in registry else None
         else:
@@ -378,7 +375,8 @@ def _section_fields(loc: list[str], raw: dict, root: Any) -> set[str]:
     return set(getattr(model, "model_fields", {}) or [])
 
 
-def _suggest(word: str, options: set[str] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
+def with_max_new_tokens(cfg: RunConfig, max_new_tokens: int | None) -> RunConfig:
+    """The config with eval.max_new_tokens replaced (a generation length asked for at the command line)."""
+    if not max_new_tokens:
+        return cfg
+    return cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_new_tokens": max_new_tokens})})

@@ -4,17 +4,17 @@ class, the sweep section). `tunesmith.config.load_config` runs them after the sc
 
 from __future__ import annotations
 
-from tunesmith.config import RunConfig, TrainConfig, _suggest
-from tunesmith.methods.registry import METHODS
-from tunesmith.objectives.registry import OBJECTIVES
+from tunesmith.config_io import suggest
+from tunesmith.registries import methods, objectives
 from tunesmith.sweep_config import sweep_problems
 
 
-def cross_checks(cfg: RunConfig) -> list[str]:
-    """Conflicts between sections that no single field can see."""
+def cross_checks(cfg, load_config) -> list[str]:
+    """Conflicts between sections that no single field can see. `load_config` (tunesmith.config's) checks the
+    values a sweep would try."""
     problems = []
-    objective = OBJECTIVES[cfg.objective.name]
-    method = METHODS[cfg.method.name]
+    objective = objectives()[cfg.objective.name]
+    method = methods()[cfg.method.name]
     reason = method.unsupported.get(cfg.objective.name)
     if reason:
         problems.append(f"method.name: {cfg.method.name!r} does not apply to objective {cfg.objective.name!r}: {reason}")
@@ -54,9 +54,9 @@ def cross_checks(cfg: RunConfig) -> list[str]:
         schedulers = [s.value for s in SchedulerType]
         if t.lr_scheduler_type not in schedulers:
             problems.append(f"train.lr_scheduler_type: {t.lr_scheduler_type!r} is not a transformers scheduler "
-                            f"(expected one of {schedulers}){_suggest(t.lr_scheduler_type, schedulers)}")
-    problems += _extra_problems(t, OBJECTIVES[cfg.objective.name].args_class)
-    problems += sweep_problems(cfg) if cfg.sweep else []
+                            f"(expected one of {schedulers}){suggest(t.lr_scheduler_type, schedulers)}")
+    problems += _extra_problems(t, objectives()[cfg.objective.name].args_class)
+    problems += sweep_problems(cfg, load_config) if cfg.sweep else []
     return problems
 
 
@@ -66,7 +66,7 @@ KNOWN_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "c
                     "warmup_stable_decay")
 
 
-def _extra_problems(t: TrainConfig, args_class) -> list[str]:
+def _extra_problems(t, args_class) -> list[str]:
     """train.extra keys must be fields of the objective's arguments class (transformers.TrainingArguments, or a TRL
     objective's config class) that TrainConfig does not already name."""
     if not t.extra:
@@ -78,9 +78,9 @@ def _extra_problems(t: TrainConfig, args_class) -> list[str]:
     accepted = set(inspect.signature(cls).parameters)
     for key in t.extra:
         if key not in accepted:
-            hint = _suggest(key, accepted)
+            hint = suggest(key, accepted)
             problems.append(f"train.extra.{key}: not a {cls.__module__.split('.')[0]}.{cls.__name__} field{hint}")
-        if key in TrainConfig.model_fields:
+        if key in type(t).model_fields:
             problems.append(f"train.extra.{key}: set it as train.{key} instead")
     if "resume_from_checkpoint" in t.extra:  # TrainingArguments accepts it, but Trainer.train() never reads it there
         problems.append("train.extra.resume_from_checkpoint: the Trainer never reads it there, and the run would silently "

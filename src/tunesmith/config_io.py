@@ -84,3 +84,17 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(raw, dict):
         raise TunesmithError(f"{path}: expected a mapping with sections model, data, method, objective; found {type(raw).__name__}")
     return raw
+
+
+def suggest(word: str, options: set[str] | list[str]) -> str:
+    """'; did you mean X?' for the closest option to a misspelt word, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def beside(value: str, config_path: Path) -> Path:
+    """A path as written, or relative to the config file's folder when it is not found as written."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() or p.exists() else config_path.parent / p

@@ -40,11 +40,10 @@ def remote_code(model_cfg, trust_remote_code: bool) -> bool:
 def model_path(model_cfg, trust_remote_code: bool = False) -> str:
     """Where `from_pretrained` reads model.name from: a catalog model's local folder; for a run folder, that run's
     tuned model as a plain transformers folder (tunesmith.runs.start); any other name as it is (a folder, a hub id)."""
-    from tunesmith.runs.start import is_run_folder, model_folder
+    from tunesmith.registries import run_model_folder
 
-    if is_run_folder(model_cfg.name):
-        return str(model_folder(model_cfg.name, trust_remote_code=trust_remote_code))
-    return resolve_model(model_cfg.name)
+    folder = run_model_folder(model_cfg.name, trust_remote_code=trust_remote_code)
+    return str(folder) if folder is not None else resolve_model(model_cfg.name)
 
 
 def load_tokenizer(model_cfg, path: str | None = None, *, trust_remote_code: bool = False):
@@ -219,7 +218,7 @@ def model_without_weights(model_cfg, kind: str, **kwargs) -> tuple[object | None
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from tunesmith.runs.start import root_model
+    from tunesmith.registries import root_model
 
     cls = AutoModelForSequenceClassification if kind == "classify" else AutoModelForCausalLM
     path = resolve_model(root_model(model_cfg.name))  # a chain of runs has its first model's architecture
@@ -240,101 +239,6 @@ def module_names_without_weights(model_cfg, kind: str, **kwargs) -> list[str] | 
     """Names of the model's modules, read without loading its weights; None when that is not possible."""
     model, _ = model_without_weights(model_cfg, kind, **kwargs)
     return None if model is None else [n for n, _ in model.named_modules() if n]
-
-
-# ---------------------------------------------------------------------------------------------
-# bf16 mixed precision: on where the hardware computes bf16 natively, fp32 elsewhere
-
-NATIVE_BF16_CPU_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16"}
-
-
-def _cpu_facts() -> tuple[str, set[str]]:
-    """(CPU name, feature flags) from torch's cpuinfo and /proc/cpuinfo (either may be missing)."""
-    name, flags = "", set()
-    try:
-        from torch.cpu import get_capabilities
-
-        caps = get_capabilities()
-        name = str(caps.get("cpu_name") or "")
-        flags |= {k for k, v in caps.items() if v is True}
-    except (ImportError, RuntimeError):
-        pass
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    flags |= set(value.split())
-                elif key.strip() == "model name" and not name:
-                    name = value.strip()
-    except OSError:
-        pass
-    return name or "(unknown)", flags
-
-
-def native_bf16(use_cpu: bool = False) -> tuple[bool, str]:
-    """Whether training here would compute bf16 natively, and why: a CUDA GPU with bf16 (Ampere or newer), or a CPU
-    with AMX or AVX-512 BF16. Elsewhere bf16 is emulated: on an AVX2-only CPU a bf16 matmul is ~40x slower than fp32."""
-    import torch
-
-    if torch.cuda.is_available() and not use_cpu:
-        gpu = torch.cuda.get_device_name()
-        if torch.cuda.is_bf16_supported(including_emulation=False):
-            return True, f"GPU {gpu} computes bf16 natively"
-        return False, f"GPU {gpu} has no native bf16 (needs compute capability 8.0 or newer)"
-    name, flags = _cpu_facts()
-    found = [label for flag, label in NATIVE_BF16_CPU_FLAGS.items() if flag in flags]
-    if found:
-        return True, f"CPU {name} has {' and '.join(found)}"
-    capability = torch.backends.cpu.get_cpu_capability()
-    return False, (f"CPU {name} has {capability} only, no AVX-512 BF16 or AMX: bf16 would be emulated, "
-                   "~40x slower than fp32")
-
-
-def bf16_problems(train_cfg) -> list[str]:
-    """train.bf16: true on hardware without native bf16: one problem naming the key and the fix."""
-    if train_cfg.bf16 is not True:
-        return []
-    native, why = native_bf16(train_cfg.use_cpu)
-    if native:
-        return []
-    return [f"train.bf16: true asks for bf16 autocast, but {why}; set train.bf16: auto (bf16 where the hardware "
-            "computes it natively, fp32 here) or false"]
-
-
-def resolve_bf16(train_cfg) -> bool:
-    """The bf16 autocast a run uses: train.bf16 true/false as given, 'auto' -> native_bf16(). The choice is logged;
-    true on hardware without native bf16 raises a TunesmithError (see bf16_problems)."""
-    problems = bf16_problems(train_cfg)
-    if problems:
-        raise TunesmithError(problems)
-    if train_cfg.bf16 == "auto":
-        on, why = native_bf16(train_cfg.use_cpu)
-        message = f"bf16: {'on' if on else 'off'} (train.bf16: auto; {why})"
-    else:
-        on = bool(train_cfg.bf16)
-        message = f"bf16: {'on' if on else 'off'} (train.bf16: {str(on).lower()})"
-    log.info("%s", message)
-    return on
-
-
-def machine(bf16: bool, dtype: str = "float32") -> dict:
-    """What a run's figures were measured on, for manifest.json and the reports: the CPU (name and the vector
-    capability torch uses: AVX2, AVX512, AMX...; which bf16 it computes natively), threads, the GPU if one is used,
-    and the precision training actually ran in. Figures from two machines must never be compared blindly."""
-    import os
-
-    import torch
-
-    name, flags = _cpu_facts()
-    native = [label for flag, label in NATIVE_BF16_CPU_FLAGS.items() if flag in flags]
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    facts = {"cpu": name, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_native_bf16": native,
-             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "gpu": gpu,
-             "precision": "bf16 autocast" if bf16 else f"{dtype} weights, no autocast"}
-    vector = facts["cpu_capability"] + (f" + {' + '.join(native)}" if native else "")
-    facts["summary"] = (f"{gpu}; " if gpu else "") + f"CPU {name} ({vector}), {facts['threads']} threads; " + facts["precision"]
-    return facts
 
 
 def to_device(model):

@@ -1,6 +1,6 @@
 """The `sweep:` section of a run config (what `tunesmith sweep` searches, and how it judges a trial) and its
 checks, which config cross-checks call so that `tunesmith validate` reports them. Imported whenever a config is
-read: no torch, no optuna. The sweep itself is tunesmith.sweep."""
+read: no torch, no optuna. The sweep itself is tunesmith.experiments.sweep."""
 
 from __future__ import annotations
 
@@ -97,11 +97,9 @@ def _values(p: SweepParameter) -> list:
     return [cast(p.low), cast(p.high)]
 
 
-def sweep_problems(cfg) -> list[str]:
+def sweep_problems(cfg, load_config) -> list[str]:
     """Problems with cfg.sweep, each naming its key: a parameter's shape, a key or value that makes the config
     invalid (each choice and both bounds are tried), the metric and its direction, pruning without evaluation."""
-    from tunesmith.config import load_config
-
     s = cfg.sweep
     problems = [] if s.parameters else ["sweep.parameters: empty; name a key to sweep, e.g. "
                                         "train.learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}"]
@@ -139,9 +137,9 @@ def resolve_metric(cfg) -> tuple[str, str]:
     """(metric, 'maximize' | 'minimize'): sweep.metric, else the objective's best-model metric; the direction
     given, else the metric's own (the one eval.json records)."""
     from tunesmith.eval.metrics import direction as metric_direction
-    from tunesmith.objectives.registry import OBJECTIVES
+    from tunesmith.registries import objectives
 
-    s, objective = cfg.sweep, OBJECTIVES[cfg.objective.name]
+    s, objective = cfg.sweep, objectives()[cfg.objective.name]
     known = {m.removeprefix("eval_") for m in (*objective.metric_names, *objective.metric_directions)}
     known |= GENERATION_METRICS if cfg.eval.generation_metrics else set()
     metric = s.metric or cfg.train.metric_for_best_model or objective.best_metric

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from tunesmith.cli import app
 from tunesmith.config import load_config
+from tunesmith.data import roles as roles_module
 from tunesmith.errors import TunesmithError
-from tunesmith.objectives import roles as roles_module
 from tunesmith.objectives.registry import OBJECTIVES
 
 runner = CliRunner()
@@ -39,7 +39,7 @@ def test_each_objective_declares_its_roles():
     assert roles["classify"] == [("text", False), ("text_pair", True), ("label", False)]
     assert roles["causal_lm"] == [("text", False)]
     assert roles["sft"] == [("prompt", False), ("response", False)]
-    required = {"rl": {"reward": {"function": "tunesmith.objectives.rewards:length"}},  # options with no default
+    required = {"rl": {"reward": {"function": "tunesmith.objectives.feedback.rewards:length"}},  # options with no default
                 "context_distill": {"context": "Answer in one sentence.", "placement": "prefix"}}
     for name, o in OBJECTIVES.items():
         cfg = raw(name)

@@ -7,7 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tunesmith.cli import app
-from tunesmith.compare import compare
+from tunesmith.experiments.compare import compare
 from tunesmith.report.plots import pareto_front
 
 

@@ -18,10 +18,10 @@ def test_every_shipped_config_validates(path):
     import torch
     import yaml
 
-    from tunesmith.stages import checkable_config, is_pipeline_file, read_stages
+    from tunesmith.experiments.stages import checkable_config, is_pipeline_file, read_stages
 
     if "constitution" in yaml.safe_load(path.read_text()):  # a `tunesmith constitution` config: its own reader
-        from tunesmith.constitution import read_config, read_constitution
+        from tunesmith.experiments.constitution.recipe import read_config, read_constitution
 
         cfg = read_config(path)
         assert read_constitution(cfg.constitution) and cfg.stages
@@ -121,8 +121,8 @@ def test_missing_config_file():
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if "compare:" in p.read_text()], ids=lambda p: p.name)
 def test_every_compare_variant_validates(path):
-    from tunesmith.compare import variants
     from tunesmith.config import read_yaml
+    from tunesmith.experiments.compare import variants
 
     raw = read_yaml(path)
     for v in variants(raw, load_config(raw), None):

@@ -14,7 +14,7 @@ from tunesmith import api, generation
 from tunesmith.cli import app
 from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
-from tunesmith.objectives import context_distill_teacher as teacher
+from tunesmith.objectives.distill import context_teacher as teacher
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 CONTEXT = "Rules: answer in one short sentence, all lowercase, and end with the words 'over and out'."
@@ -68,7 +68,7 @@ def contains(ids: list[int], part: list[int]) -> bool:
 def test_the_student_reads_no_context_and_the_teacher_does(tiny_llama, qa_file, make_config, tmp_path, cache):
     from tunesmith.methods.registry import apply_method
     from tunesmith.modeling import load_model
-    from tunesmith.objectives.context_distill import OBJECTIVE
+    from tunesmith.objectives.distill.context import OBJECTIVE
 
     marker = " zebra-umbrella-quartz"  # tokens that occur nowhere else
     for placement in ("system", "prefix"):

@@ -15,8 +15,8 @@ from tunesmith import api
 from tunesmith.cli import app
 from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
-from tunesmith.objectives import distill_loss
-from tunesmith.objectives import distill_teacher as teachers
+from tunesmith.objectives.distill import loss as distill_loss
+from tunesmith.objectives.distill import teacher as teachers
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 

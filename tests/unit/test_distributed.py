@@ -59,9 +59,8 @@ def test_a_foreign_launcher_is_refused(monkeypatch, tmp_path, make_config, tiny_
 def test_fsdp_and_zero_resolve_to_accelerate_settings(tiny_llama, text_file, make_config):
     """The GPU configs are checked here on CPU: what they hand to the Trainer, and so to accelerate's plugins."""
     from tunesmith.config import load_config
-    from tunesmith.distributed import trainer_settings
     from tunesmith.objectives.registry import OBJECTIVES
-    from tunesmith.objectives.trainer import training_arguments
+    from tunesmith.objectives.trainer import trainer_settings, training_arguments
 
     fsdp = load_config("configs/chat-sft-full-fsdp.yaml", ["train.distributed_options={cpu_offload: true}"])
     args = training_arguments(fsdp, Path("/tmp/unused"), OBJECTIVES["sft"])
@@ -90,7 +89,7 @@ def test_sharding_on_cpu_is_refused_not_silently_ddp(tmp_path, make_config, tiny
 
 
 def _workers_alive() -> list[int]:
-    """Pids of --nproc workers and their torchrun (both run `-m tunesmith.distributed SPEC`) on this machine."""
+    """Pids of --nproc workers and their torchrun (both run `-m tunesmith.training.distributed SPEC`) on this machine."""
     alive = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -98,7 +97,7 @@ def _workers_alive() -> list[int]:
             state = (proc / "stat").read_text().split(") ")[-1][0]
         except OSError:
             continue
-        if b"tunesmith.distributed" in args and state != "Z":  # a zombie has exited and waits to be reaped
+        if b"tunesmith.cli.worker" in args and state != "Z":  # a zombie has exited and waits to be reaped
             alive.append(int(proc.name))
     return alive
 

@@ -6,8 +6,9 @@ import torch
 from tunesmith import api
 from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
+from tunesmith.hardware import native_bf16
 from tunesmith.methods.registry import apply_method
-from tunesmith.modeling import count_parameters, load_model, native_bf16
+from tunesmith.modeling import count_parameters, load_model
 
 
 def applied(make_config, model_path, data, objective, method):

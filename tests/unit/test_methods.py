@@ -61,7 +61,7 @@ def test_method_trains_intended_parameters_and_reloads(method, objective, tiny_b
         seen["trainable"] = {n for n, p in model.named_parameters() if p.requires_grad}
         return model
 
-    from tunesmith import pipeline
+    from tunesmith.training import train as pipeline
 
     monkeypatch.setattr(pipeline, "apply_method", spy)
     run = api.train(cfg, out=tmp_path / "run")

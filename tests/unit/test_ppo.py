@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tunesmith.config import load_config
-from tunesmith.objectives.ppo import AdaptiveKLController, PPOTrainer, forward, gae, pack
+from tunesmith.objectives.feedback.ppo import AdaptiveKLController, PPOTrainer, forward, gae, pack
 
 WORDS = ["<pad>", "<eos>", "<unk>", "a", "b", "c", "d", "e", "f", "g"]
 
@@ -62,7 +62,7 @@ def toy_config(model: str, **ppo) -> object:
     return load_config({
         "model": {"name": model}, "data": {"source": "prompts.jsonl"}, "method": {"name": "full"},
         "objective": {"name": "rl", "algorithm": "ppo", "num_generations": 4, "max_new_tokens": 2,
-                      "reward": {"function": "tunesmith.objectives.rewards:length"}, "ppo": ppo},
+                      "reward": {"function": "tunesmith.objectives.feedback.rewards:length"}, "ppo": ppo},
         "train": {"max_steps": 30, "learning_rate": 1e-2, "per_device_train_batch_size": 16, "logging_steps": 1},
     })
 

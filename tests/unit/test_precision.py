@@ -11,7 +11,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from tunesmith import modeling
+from tunesmith import hardware, modeling
 from tunesmith.cli import app
 from tunesmith.config import TrainConfig, load_config
 from tunesmith.errors import TunesmithError
@@ -36,49 +36,49 @@ def gpu(monkeypatch, bf16: bool, name: str = "NVIDIA H100"):
 
 def test_avx2_only_cpu_has_no_native_bf16(monkeypatch):
     cpu(monkeypatch, {"avx", "avx2", "fma"})
-    native, why = modeling.native_bf16()
+    native, why = hardware.native_bf16()
     assert native is False
     assert why.startswith("CPU AMD EPYC has AVX2 only") and "emulated" in why
 
 
 def test_avx512_without_bf16_is_not_native(monkeypatch):
     cpu(monkeypatch, {"avx2", "avx512f", "avx512_f", "avx512_vnni"}, capability="AVX512", name="Intel Xeon")
-    native, why = modeling.native_bf16()
+    native, why = hardware.native_bf16()
     assert native is False and why.startswith("CPU Intel Xeon has AVX512 only, no AVX-512 BF16 or AMX")
 
 
 @pytest.mark.parametrize("flag,label", [("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX")])
 def test_cpu_with_avx512_bf16_or_amx_is_native(monkeypatch, flag, label):
     cpu(monkeypatch, {"avx2", "avx512f", flag}, capability="AVX512", name="Intel Xeon")
-    native, why = modeling.native_bf16()
+    native, why = hardware.native_bf16()
     assert native is True and why == f"CPU Intel Xeon has {label}"
 
 
 def test_gpu_with_and_without_bf16(monkeypatch):
     cpu(monkeypatch, {"avx2"})
     gpu(monkeypatch, bf16=True)
-    assert modeling.native_bf16() == (True, "GPU NVIDIA H100 computes bf16 natively")
+    assert hardware.native_bf16() == (True, "GPU NVIDIA H100 computes bf16 natively")
     gpu(monkeypatch, bf16=False, name="Tesla T4")
-    native, why = modeling.native_bf16()
+    native, why = hardware.native_bf16()
     assert native is False and why.startswith("GPU Tesla T4 has no native bf16")
 
 
 def test_use_cpu_on_a_gpu_machine_asks_the_cpu(monkeypatch):
     cpu(monkeypatch, {"avx2"})
     gpu(monkeypatch, bf16=True)
-    assert modeling.native_bf16(use_cpu=True)[0] is False
-    assert modeling.resolve_bf16(TrainConfig(use_cpu=True)) is False
+    assert hardware.native_bf16(use_cpu=True)[0] is False
+    assert hardware.resolve_bf16(TrainConfig(use_cpu=True)) is False
 
 
 def test_cpu_facts_agree_with_torch_on_this_machine():
-    name, flags = modeling._cpu_facts()
+    name, flags = hardware._cpu_facts()
     assert name
     if not torch.cuda.is_available():
         from torch.cpu import get_capabilities
 
         caps = get_capabilities()
         expected = bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
-        assert modeling.native_bf16()[0] is expected
+        assert hardware.native_bf16()[0] is expected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,29 +89,29 @@ def test_default_is_auto_and_follows_the_hardware(monkeypatch, caplog):
     assert TrainConfig().bf16 == "auto"
     cpu(monkeypatch, {"avx2"})
     with caplog.at_level(logging.INFO, logger="tunesmith"):
-        assert modeling.resolve_bf16(TrainConfig()) is False
+        assert hardware.resolve_bf16(TrainConfig()) is False
     assert "bf16: off (train.bf16: auto; CPU AMD EPYC has AVX2 only" in caplog.text
     cpu(monkeypatch, {"avx2", "avx512_bf16"}, capability="AVX512")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="tunesmith"):
-        assert modeling.resolve_bf16(TrainConfig(bf16="auto")) is True
+        assert hardware.resolve_bf16(TrainConfig(bf16="auto")) is True
     assert "bf16: on (train.bf16: auto; CPU AMD EPYC has AVX-512 BF16)" in caplog.text
 
 
 def test_true_without_native_bf16_is_an_error_that_names_the_fix(monkeypatch):
     cpu(monkeypatch, {"avx2"})
     train = TrainConfig(bf16=True)
-    assert modeling.bf16_problems(train) and modeling.bf16_problems(TrainConfig(bf16="auto")) == []
+    assert hardware.bf16_problems(train) and hardware.bf16_problems(TrainConfig(bf16="auto")) == []
     with pytest.raises(TunesmithError, match=r"train.bf16: true .*AVX2 only.*set train.bf16: auto .* or false"):
-        modeling.resolve_bf16(train)
+        hardware.resolve_bf16(train)
 
 
 def test_true_and_false_are_kept_where_they_apply(monkeypatch):
     cpu(monkeypatch, {"amx_bf16"}, capability="AVX512")
-    assert modeling.resolve_bf16(TrainConfig(bf16=True)) is True
-    assert modeling.resolve_bf16(TrainConfig(bf16=False)) is False
+    assert hardware.resolve_bf16(TrainConfig(bf16=True)) is True
+    assert hardware.resolve_bf16(TrainConfig(bf16=False)) is False
     cpu(monkeypatch, {"avx2"})
-    assert modeling.resolve_bf16(TrainConfig(bf16=False)) is False
+    assert hardware.resolve_bf16(TrainConfig(bf16=False)) is False
 
 
 @pytest.mark.parametrize("value,expected", [("auto", "auto"), ("AUTO", "auto"), ("true", True), (False, False)])

@@ -114,7 +114,7 @@ def test_reference_with_the_adapter_disabled_is_exactly_the_base(tiny_llama, pai
 
     from tunesmith.methods.registry import apply_method
     from tunesmith.modeling import load_model
-    from tunesmith.objectives import preference as pref
+    from tunesmith.objectives.feedback import preference as pref
 
     cfg = load_config(config(tiny_llama, pairs_file, {"name": "dpo"}))
     prep = api.Prepared(cfg)

@@ -10,13 +10,13 @@ from typer.testing import CliRunner
 
 from conftest import tiny_config
 from tunesmith import api
-from tunesmith.adapters import export
 from tunesmith.cli import app
 from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
 from tunesmith.methods.dylora import run_at_rank
 from tunesmith.methods.registry import apply_method
 from tunesmith.modeling import load_model
+from tunesmith.runs.adapters import export
 
 TEXTS = ["What a film.", "Dull.", "A fine, warm story with a weak end."]
 DYLORA = {"name": "dylora", "r_min": 1, "r_max": 4, "eval_rank": 3, "lora_alpha": 8}

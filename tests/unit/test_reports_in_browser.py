@@ -64,7 +64,7 @@ def test_report_html_renders_with_its_plots(tiny_bert, sentiment_file, make_conf
 
 
 def test_compare_html_renders_with_its_plots(tiny_bert, sentiment_file, make_config, tmp_path):
-    from tunesmith.compare import compare
+    from tunesmith.experiments.compare import compare
 
     compare(make_config(tiny_bert, sentiment_file, "classify"), ["lora", "head"], out=tmp_path / "cmp")
     check, shot = open_in_chromium(tmp_path / "cmp" / "compare.html", tmp_path)

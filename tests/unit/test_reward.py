@@ -236,7 +236,7 @@ def test_other_methods_train_a_pairs_reward_model(tiny_bert, pairs_file, tmp_pat
 
 def test_compare_reads_a_reward_run(tiny_bert, pairs_file, tmp_path):
     """compare trains each variant with `tunesmith train` (tested in test_compare.py); its table reads eval.json."""
-    from tunesmith.compare import primary_metric, row
+    from tunesmith.experiments.compare import primary_metric, row
 
     run = api.train(reward_config(tiny_bert, pairs_file, train={"max_steps": 1}), out=tmp_path / "run")
     rows = [row("lora", run.dir, None)]
@@ -253,7 +253,7 @@ def test_compare_reads_a_reward_run(tiny_bert, pairs_file, tmp_path):
     (["1", "2", "3"], {}, {"rating": "numeric", "mean": 2.0, "std": pytest.approx(0.8165, abs=1e-4)}),
 ])
 def test_the_rating_scale_is_read_from_the_values(values, options, expected):
-    from tunesmith.objectives.reward_data import rating_scale
+    from tunesmith.objectives.feedback.reward_data import rating_scale
 
     cfg = load_config(reward_config("minilm-l6", "x.jsonl", **options))
     assert rating_scale(cfg, values, "x.jsonl") == (expected, [])

@@ -14,9 +14,9 @@ from conftest import write_jsonl
 from tunesmith import api
 from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
-from tunesmith.objectives import rewards
+from tunesmith.objectives.feedback import rewards
 
-BUILTIN = "tunesmith.objectives.rewards:length"
+BUILTIN = "tunesmith.objectives.feedback.rewards:length"
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_defaults_keep_a_kl_penalty():
 @pytest.mark.parametrize("change,message", [
     ({"objective.reward.function": None}, "objective.reward: name a reward"),
     ({"objective.reward.function": "no_colon"}, "is not 'module:function'"),
-    ({"objective.reward.function": "tunesmith.objectives.rewards:lenght"}, "its rewards are"),
+    ({"objective.reward.function": "tunesmith.objectives.feedback.rewards:lenght"}, "its rewards are"),
     ({"objective.num_generations": 1}, "needs at least 2"),
     ({"objective.num_generations": 3}, "must be a multiple of objective.num_generations"),
     ({"objective.ppo.epochs": 2}, "objective.ppo: options of algorithm ppo"),
@@ -133,7 +133,7 @@ def test_a_function_of_ones_own_needs_trust_and_then_trains(tiny_llama, sentimen
     assert api.validate(cfg)["config"]  # validate finds it without running it
     with pytest.raises(TunesmithError, match="pass --trust-remote-code") as err:
         api.train(cfg, out=tmp_path / "untrusted")
-    assert "tunesmith.objectives.rewards:length" in str(err.value)
+    assert "tunesmith.objectives.feedback.rewards:length" in str(err.value)
     assert not (tmp_path / "untrusted").exists()  # refused before the run folder is written
     run = api.train({**cfg, "train": {**cfg["train"], "max_steps": 1}}, out=tmp_path / "trusted", trust_remote_code=True)
     assert run.results["base"]["reward"] < 0

@@ -15,9 +15,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tunesmith import api, pipeline
+from tunesmith import api
 from tunesmith.cli import app
 from tunesmith.errors import TunesmithError
+from tunesmith.training import train as pipeline
 
 runner = CliRunner()
 
@@ -285,7 +286,7 @@ def test_damaged_generate_run(tiny_llama, qa_file, make_config, tmp_path):
 
 
 def test_load_adapters_api_raises_a_tunesmith_error(trained, tmp_path):
-    from tunesmith.adapters import load_adapters
+    from tunesmith.runs.adapters import load_adapters
 
     run = copy_run(trained, tmp_path)
     (run / "adapter" / "adapter_config.json").write_text("{")

@@ -113,8 +113,8 @@ def _toy_objective():
     import torch
     from transformers import DataCollatorWithPadding, Trainer
 
+    from tunesmith.data.roles import Role, check_columns
     from tunesmith.objectives.classify import probabilities
-    from tunesmith.objectives.roles import Role, check_columns
     from tunesmith.objectives.spec import Objective
 
     roles = (Role("sentence", templated=False), Role("verdict", kind="label"))

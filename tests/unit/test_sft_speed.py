@@ -17,7 +17,7 @@ from tunesmith.objectives.lm_speed import SpeedCollator, loss_positions, pack, p
 @pytest.fixture(scope="module")
 def features(tiny_llama, qa_file):
     """Six tokenized sft examples of different lengths (chat format, loss on the answer only)."""
-    from tunesmith.pipeline import Prepared
+    from tunesmith.training.prepare import Prepared
 
     cfg = load_config(tiny_config(tiny_llama, qa_file, "sft", data={"format": "chat", "max_length": 64}))
     prep = Prepared(cfg, announce=False)

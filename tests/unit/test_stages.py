@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tunesmith.cli import app
 from tunesmith.errors import TunesmithError
-from tunesmith.stages import read_stages, run_pipeline
+from tunesmith.experiments.stages import read_stages, run_pipeline
 
 runner = CliRunner()
 

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tunesmith import sweep as sweep_module
 from tunesmith.cli import app
 from tunesmith.errors import TunesmithError
-from tunesmith.sweep import sweep
+from tunesmith.experiments import sweep as sweep_module
+from tunesmith.experiments.sweep import sweep
 
 
 def sweep_config(make_config, tiny_bert, sentiment_file, **sweep_section):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
-from tunesmith import tensor_cache
+import tunesmith.tensor_cache as tensor_cache
 from tunesmith.assets import cache_dir
 from tunesmith.errors import TunesmithError
 from tunesmith.methods.peft_common import is_classifier

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from tunesmith.data.roles import Role, check_columns, plain_text_only
 from tunesmith.data.templates import fields, text_of
 from tunesmith.data.tokenize import tokenize_causal_lm
 from tunesmith.generation import generate
 from tunesmith.objectives import lm
-from tunesmith.objectives.roles import Role, check_columns, plain_text_only
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 

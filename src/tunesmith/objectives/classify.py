@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from tunesmith.data.roles import Role, check_columns, no_packing, plain_text_only
 from tunesmith.data.templates import fields
 from tunesmith.data.tokenize import encode_classify, model_inputs, tokenize_classify
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.metrics import batches, classification_metrics, trainer_classification_metrics
-from tunesmith.objectives.roles import Role, check_columns, no_packing, plain_text_only
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tunesmith.objectives import causal_lm, classify, context_distill, distill, dpo, kto, reward, rl, sft
+from tunesmith.objectives import causal_lm, classify, sft
+from tunesmith.objectives.distill import context as context_distill
+from tunesmith.objectives.distill import distill
+from tunesmith.objectives.feedback import dpo, kto, reward, rl
 from tunesmith.objectives.spec import Objective
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (classify.OBJECTIVE, causal_lm.OBJECTIVE, sft.OBJECTIVE,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from tunesmith.data.roles import Role, check_columns, no_packing
 from tunesmith.data.templates import fields, probe_row, prompt_and_response, sft_template
 from tunesmith.data.tokenize import sft_prompt_ids, tokenize_sft
 from tunesmith.generation import generate
 from tunesmith.objectives import lm
-from tunesmith.objectives.roles import Role, check_columns, no_packing
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 

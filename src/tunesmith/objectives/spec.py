@@ -38,7 +38,7 @@ class Objective:
     # (a reward model's score). None: the objective answers no such question, and Run says so.
     predict: Callable[..., list] | None = None
     score: Callable[..., list[float]] | None = None
-    # The columns it reads, as tunesmith.objectives.roles.Role declarations (text, label, prompt, response...);
+    # The columns it reads, as tunesmith.data.roles.Role declarations (text, label, prompt, response...);
     # data.columns maps each role to a column, which defaults to the role's name (an optional role's to none).
     roles: tuple = ()
     # (cfg) -> problems with the config that only this objective knows of (unknown roles in data.columns, options it

@@ -8,8 +8,7 @@ import logging
 from pathlib import Path
 
 from tunesmith.data.tokenize import model_inputs
-from tunesmith.distributed import trainer_settings, world_size
-from tunesmith.modeling import resolve_bf16
+from tunesmith.hardware import resolve_bf16, world_size
 
 log = logging.getLogger("tunesmith")
 
@@ -79,3 +78,55 @@ def build_trainer(model, tokenizer, prep, cfg, out_dir: Path, callbacks=(), coll
         compute_metrics=compute_metrics,
         callbacks=list(callbacks),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# train.distributed: the Trainer's FSDP / DeepSpeed settings
+
+
+def _merge(base: dict, more: dict) -> dict:
+    out = dict(base)
+    for key, value in more.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def deepspeed_config(stage: int, options: dict | None = None) -> dict:
+    """A DeepSpeed ZeRO config whose batch, accumulation, clipping and precision follow the Trainer's arguments
+    ("auto"), as the transformers integration fills them in."""
+    zero = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
+    if stage == 3:  # save_pretrained gets whole weights, not shards
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    base = {"zero_optimization": zero, "bf16": {"enabled": "auto"}, "train_micro_batch_size_per_gpu": "auto",
+            "train_batch_size": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"}
+    return _merge(base, options or {})
+
+
+def trainer_settings(train) -> dict:
+    """TrainingArguments fields for cfg.train.distributed (none for ddp, which the Trainer sets up by itself)."""
+    if train.distributed == "fsdp":  # FSDP2, whole weights when saving (a plain transformers/PEFT folder)
+        return {"fsdp": True, "fsdp_config": _merge({"version": 2, "reshard_after_forward": True,
+                                                     "state_dict_type": "FULL_STATE_DICT"}, train.distributed_options)}
+    if train.distributed in ("zero2", "zero3"):
+        return {"deepspeed": deepspeed_config(int(train.distributed[-1]), train.distributed_options)}
+    return {}
+
+
+def check_engine(train) -> list[str]:
+    """Problems with train.distributed on this machine, each with the fix (`train` checks; `validate` does not, so a
+    GPU config can be checked on a laptop)."""
+    import importlib.util
+
+    import torch
+
+    if train.distributed == "ddp":
+        return []
+    problems = []
+    if not torch.cuda.is_available() or train.use_cpu:
+        # accelerate sets FSDP and DeepSpeed up on accelerators only; on CPU it would quietly train with plain DDP
+        problems.append(f"train.distributed: {train.distributed} shards the model across GPUs, and this machine trains "
+                        "on CPU (accelerate would quietly fall back to plain DDP); use train.distributed: ddp here, "
+                        "or run it where CUDA GPUs are")
+    if train.distributed in ("zero2", "zero3") and importlib.util.find_spec("deepspeed") is None:
+        problems.append(f"train.distributed: {train.distributed} needs the deepspeed package: pip install deepspeed")
+    return problems

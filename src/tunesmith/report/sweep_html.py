@@ -89,7 +89,7 @@ def write_sweep_report(out: Path) -> Path:
 
 
 def _label(value) -> str:
-    """A choice as the plot's category axis shows it (the label tunesmith.sweep stores in the study)."""
+    """A choice as the plot's category axis shows it (the label tunesmith.experiments.sweep stores in the study)."""
     from tunesmith.sweep_config import label
 
     return str(label(value))

@@ -238,3 +238,16 @@ def discard_output(plan: OutputPlan) -> None:
 
 def write_export_marker(folder: Path, **facts) -> None:
     (Path(folder) / EXPORT_MARKER).write_text(json.dumps({"format": EXPORT_FORMAT, "version": 1, **facts}, indent=2) + "\n")
+
+
+def objective_of_run(run_dir: str | Path) -> str | None:
+    """The objective a run folder was trained with, read from its config.yaml without validating it (no torch, no
+    registry): None when the folder has no readable config."""
+    from tunesmith.config_io import read_yaml
+
+    config = Path(run_dir).expanduser() / "config.yaml"
+    if not config.is_file():
+        return None
+    raw = read_yaml(config)
+    name = (raw.get("objective") or {}).get("name") if isinstance(raw, dict) else None
+    return name if isinstance(name, str) else None

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tunesmith.config import load_config, with_max_new_tokens
 from tunesmith.errors import TunesmithError
+from tunesmith.registries import evaluate_run, methods, objectives
 from tunesmith.runs.folder import check_run_folder, check_weights, read_json_file
 
 
@@ -18,13 +20,10 @@ class Run:
     model's own Python code run (a config read off disk never decides that alone)."""
 
     def __init__(self, run_dir: str | Path, trust_remote_code: bool = False, *, model=None, tokenizer=None):
-        from tunesmith.config import load_config
-        from tunesmith.objectives.registry import OBJECTIVES
-
         self.dir = Path(run_dir)
         self.manifest: dict = check_run_folder(self.dir)
         self.config = load_config(self.dir / "config.yaml")
-        self.objective = OBJECTIVES[self.config.objective.name]
+        self.objective = objectives()[self.config.objective.name]
         self.trust_remote_code = trust_remote_code
         self._model, self._tokenizer = model, tokenizer  # the training process hands over what it has in memory
 
@@ -64,9 +63,7 @@ class Run:
 
     @property
     def method(self):
-        from tunesmith.methods.registry import METHODS
-
-        return METHODS[self.config.method.name]
+        return methods()[self.config.method.name]
 
     @property
     def is_peft_adapter(self) -> bool:
@@ -110,8 +107,6 @@ class Run:
     def evaluate(self, data: str | None = None, split: str | None = None, columns: dict[str, str] | None = None) -> dict:
         """Base and tuned model on the run's eval set, or on another source with the same columns (roles mapped with
         `columns`, e.g. {"text": "review"}): {"base": {...}, "tuned": {...}, "examples": n}."""
-        from tunesmith.pipeline import evaluate_run
-
         return evaluate_run(self, data=data, split=split, columns=columns)
 
     def predict(self, texts: list[str] | str) -> list:
@@ -132,13 +127,11 @@ class Run:
     def generate(self, prompts: list[str] | str, max_new_tokens: int | None = None, **options) -> list[str]:
         """causal_lm / sft runs: completions of prompts formatted as in training; greedy unless options say otherwise
         (`tunesmith.generation.complete`'s: temperature, top_p, top_k, stop, n, seed; n per prompt, prompt-major)."""
-        from tunesmith.config import load_config
-
         if self.objective.model_kind != "causal_lm":
             raise TunesmithError(f"generate: run {self.dir} is a {self.config.objective.name} run, which generates no text; "
                                  "use predict() (`tunesmith predict`)")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        cfg = load_config(self.config, {"eval.max_new_tokens": max_new_tokens}) if max_new_tokens else self.config
+        cfg = with_max_new_tokens(self.config, max_new_tokens)
         return self.objective.probe(self.model, self.tokenizer, prompts, cfg, self.task, **options)
 
     def __repr__(self) -> str:

@@ -227,8 +227,8 @@ def _worker(name: str) -> ThreadPoolExecutor:
 
 def load_registry(specs: list[tuple[str, Path]], models: list[str] = (), trust_remote_code: bool = False) -> Registry:
     """Load what `tunesmith serve` serves: specs from `parse_specs`, plus plain models by name."""
-    from tunesmith.adapters import AdapterSet
     from tunesmith.modeling import load_causal_lm
+    from tunesmith.runs.adapters import AdapterSet
 
     groups, whole, plain = _plan(specs, list(models), trust_remote_code)
     served: list[Served] = []

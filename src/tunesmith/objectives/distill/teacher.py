@@ -34,7 +34,7 @@ import json
 import logging
 from pathlib import Path
 
-from tunesmith import tensor_cache
+import tunesmith.tensor_cache as tensor_cache
 from tunesmith.errors import TunesmithError
 
 log = logging.getLogger("tunesmith")
@@ -67,9 +67,8 @@ def teacher_model_cfg(cfg):
 
 def location_problems(teacher: str, kind: str) -> list[str]:
     """A folder that is neither a finished run nor a model folder, or a run of the wrong kind (no torch needed)."""
-    from tunesmith.config import load_config
-    from tunesmith.objectives.registry import OBJECTIVES
-    from tunesmith.runs.folder import check_run_folder
+    from tunesmith.registries import objectives
+    from tunesmith.runs.folder import check_run_folder, objective_of_run
 
     path = Path(teacher).expanduser()
     if is_run(teacher):
@@ -77,7 +76,7 @@ def location_problems(teacher: str, kind: str) -> list[str]:
             check_run_folder(path)
         except TunesmithError as err:
             return [f"{KEY}: {err}"]
-        objective = OBJECTIVES.get(load_config(path / "config.yaml").objective.name)
+        objective = objectives().get(objective_of_run(path))
         if objective is None or objective.model_kind != kind:
             wanted = "a classifier (objective classify or distill)" if kind == "classify" else \
                 "a causal LM (objective causal_lm, sft or distill_lm)"
@@ -91,8 +90,8 @@ def location_problems(teacher: str, kind: str) -> list[str]:
 
 def load_tokenizer(cfg):
     from tunesmith.modeling import load_tokenizer as load
-    from tunesmith.objectives.rewards import trusted
     from tunesmith.runs import Run
+    from tunesmith.trust import trusted
 
     teacher = cfg.objective.teacher
     if is_run(teacher):
@@ -132,8 +131,8 @@ def labels(cfg) -> list[str]:
 def load(cfg, kind: str):
     """The teacher model in eval mode on the training device."""
     from tunesmith.modeling import load_model, to_device
-    from tunesmith.objectives.rewards import trusted
     from tunesmith.runs import Run
+    from tunesmith.trust import trusted
 
     teacher = cfg.objective.teacher
     if is_run(teacher):

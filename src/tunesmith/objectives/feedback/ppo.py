@@ -130,7 +130,7 @@ def kl_to_reference(model, tokenizer, prompts: list[list[int]], completions: lis
     that gives 0)."""
     from tunesmith.methods.registry import METHODS
     from tunesmith.modeling import load_model, to_device
-    from tunesmith.objectives.rewards import trusted
+    from tunesmith.trust import trusted
 
     reference = None
     if not _is_peft(model):

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from tunesmith.cli import TRUST_HELP, _run, _start, console, err_console
+from tunesmith.cli.common import TRUST_HELP, app, call, console, err_console, start
 
 studio_app = typer.Typer(help="The feedback studio: people rate and compare model outputs; export reward/DPO/KTO data.",
                          no_args_is_help=True)
@@ -40,14 +40,14 @@ def init(
     from tunesmith.studio.db import db_path
     from tunesmith.studio.study import init_study, parse_model_spec, read_prompts
 
-    specs = [(*_run(parse_model_spec, r, "run"), "run") for r in run or []]
-    specs += [(*_run(parse_model_spec, m, "model"), "model") for m in model or []]
+    specs = [(*call(parse_model_spec, r, "run"), "run") for r in run or []]
+    specs += [(*call(parse_model_spec, m, "model"), "model") for m in model or []]
     if prompts is None and not db_path(studio_dir).exists():
         err_console.print("[bold red]error:[/] a new study needs --prompts SOURCE (and --column if it is not 'prompt')")
         raise typer.Exit(2)
-    _start()
-    texts = _run(read_prompts, prompts, column, split, limit) if prompts else []
-    info = _run(init_study, studio_dir, texts, prompts or "", [(n, k, s) for n, s, k in specs], rate=rate,
+    start()
+    texts = call(read_prompts, prompts, column, split, limit) if prompts else []
+    info = call(init_study, studio_dir, texts, prompts or "", [(n, k, s) for n, s, k in specs], rate=rate,
                 compare=compare, samples=samples, max_new_tokens=max_new_tokens, temperature=temperature,
                 top_p=top_p, seed=seed)
     console.print(f"{'created' if info['new'] else 'extended'} [bold]{studio_dir}[/]: {info['prompts']} prompts "
@@ -79,7 +79,7 @@ def _generate(studio_dir: Path, trust_remote_code: bool) -> None:
         job.stop()
         raise typer.Exit(130) from None
     if job.error is not None:
-        _run(_raise, job.error)  # a TunesmithError prints as one line (exit 2); anything else with its traceback
+        call(_raise, job.error)  # a TunesmithError prints as one line (exit 2); anything else with its traceback
     console.print(f"generated {job.result['generated']} responses")
 
 
@@ -99,13 +99,13 @@ def serve(
     from tunesmith.studio.db import open_studio
     from tunesmith.studio.generate import missing_rows
 
-    conn = _run(open_studio, studio_dir)
+    conn = call(open_studio, studio_dir)
     try:
         gap = missing_rows(conn)
     finally:
         conn.close()
     if generate and gap:
-        _start()  # models will load: the full logging set-up, which imports transformers
+        start()  # models will load: the full logging set-up, which imports transformers
     else:  # nothing to generate: start in about a second
         import logging
 
@@ -119,7 +119,7 @@ def serve(
         note = f"; generating {generating} missing responses in the background" if generating else ""
         console.print(f"studio [bold]{studio_dir}[/] on http://{host}:{port}{note} (Ctrl-C stops)", highlight=False)
 
-    _run(run_server, studio_dir, host=host, port=port, generate=generate, trust_remote_code=trust_remote_code,
+    call(run_server, studio_dir, host=host, port=port, generate=generate, trust_remote_code=trust_remote_code,
          on_ready=ready)
 
 
@@ -133,7 +133,7 @@ def rater(
     """Add a rater and print their personal link (the token is stored hashed: this is the only time it is shown)."""
     from tunesmith.studio.queue import add_rater
 
-    token = _run(add_rater, studio_dir, name, new_link)
+    token = call(add_rater, studio_dir, name, new_link)
     console.print(f"{name}: {url}/r/{token}", highlight=False, soft_wrap=True)
 
 
@@ -145,7 +145,7 @@ def owner(
     """Print a new owner link (the old one stops working)."""
     from tunesmith.studio.queue import new_owner_token
 
-    token = _run(new_owner_token, studio_dir)
+    token = call(new_owner_token, studio_dir)
     console.print(f"owner page: {url}/o/{token}", highlight=False, soft_wrap=True)
 
 
@@ -160,6 +160,9 @@ def export(
     """Write the answers as training data: prompt/chosen/rejected, prompt/response/rating or prompt/completion/label."""
     from tunesmith.studio.export import export as write
 
-    info = _run(write, studio_dir, fmt, out, overwrite=overwrite, majority=majority)
+    info = call(write, studio_dir, fmt, out, overwrite=overwrite, majority=majority)
     skipped = ", ".join(f"{n} {why}" for why, n in info["skipped"].items()) or "none"
     console.print(f"wrote {info['rows']} {fmt} rows to [bold]{info['out']}[/] (skipped: {skipped})", highlight=False)
+
+
+app.add_typer(studio_app, name="studio")

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import yaml
 
-from tunesmith.compare import train_in_subprocess
 from tunesmith.config import apply_overrides, load_config, read_yaml
 from tunesmith.errors import TunesmithError
+from tunesmith.experiments.compare import train_in_subprocess
 from tunesmith.report.runlog import read_json, write_json
 from tunesmith.runs import is_finished, run_marker
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from tunesmith.config import with_max_new_tokens
 from tunesmith.errors import TunesmithError
 from tunesmith.generation import using_adapter
 from tunesmith.modeling import load_model, to_device
@@ -112,13 +113,12 @@ class AdapterSet:
 
     def generate(self, prompts, adapter: str, max_new_tokens: int | None = None, **options) -> list[str]:
         """Completions with the adapter's run, prompts formatted as that run was trained; options as `Run.generate`."""
-        from tunesmith.config import load_config
 
         run = self._run(adapter)
         if run.objective.model_kind != "causal_lm":
             raise TunesmithError(f"generate: adapter {adapter!r} is a {run.config.objective.name} run, which generates no text")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        cfg = load_config(run.config, {"eval.max_new_tokens": max_new_tokens}) if max_new_tokens else run.config
+        cfg = with_max_new_tokens(run.config, max_new_tokens)
         with using_adapter(self.model, adapter):
             return run.objective.probe(self.model, run.tokenizer, prompts, cfg, run.task, **options)
 

@@ -32,10 +32,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from tunesmith.data.roles import Role, check_columns, no_packing
 from tunesmith.errors import TunesmithError
-from tunesmith.objectives import context_distill_teacher as teacher
 from tunesmith.objectives import lm
-from tunesmith.objectives.roles import Role, check_columns, no_packing
+from tunesmith.objectives.distill import context_teacher as teacher
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 
@@ -196,8 +196,8 @@ def divergence(model, tokenizer, pairs, tutor: dict, cfg) -> dict:
     import torch.nn.functional as F
 
     from tunesmith.eval.metrics import batches
-    from tunesmith.objectives.distill_loss import coarse
-    from tunesmith.objectives.distill_loss import divergence as terms
+    from tunesmith.objectives.distill.loss import coarse
+    from tunesmith.objectives.distill.loss import divergence as terms
 
     model.eval()
     device = next(model.parameters()).device
@@ -236,7 +236,7 @@ def probe(model, tokenizer, texts, cfg, task, **options) -> list[str]:
 def build_trainer(model, tokenizer, prep, cfg, run_dir, callbacks=()):
     """distill_loss's Trainer on prompt (no context) + the teacher's response, each row with the teacher's cached
     outputs at its response tokens; evaluation rows (eval_strategy) score the teacher's greedy held-out answers."""
-    from tunesmith.objectives import distill_loss
+    from tunesmith.objectives.distill import loss as distill_loss
     from tunesmith.objectives.trainer import training_arguments
 
     o, feats = cfg.objective, prep.features["train"]

@@ -35,12 +35,13 @@ from typing import Literal
 
 from pydantic import Field
 
+from tunesmith.data.roles import Role, check_columns, no_packing, plain_text_only
 from tunesmith.data.templates import fields
 from tunesmith.data.tokenize import IGNORE, model_inputs, tokenize_classify
 from tunesmith.errors import TunesmithError
-from tunesmith.objectives import causal_lm, classify, distill_loss, lm, sft
-from tunesmith.objectives import distill_teacher as teachers
-from tunesmith.objectives.roles import Role, check_columns, no_packing, plain_text_only
+from tunesmith.objectives import causal_lm, classify, lm, sft
+from tunesmith.objectives.distill import loss as distill_loss
+from tunesmith.objectives.distill import teacher as teachers
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 
@@ -131,7 +132,7 @@ def teacher_ready(cfg) -> bool:
     """Whether the teacher can be checked here. validate accepts one that does not exist yet (trained first, as a
     reward run is for rl) and leaves hub ids to training; training needs it, here or on a reachable hub."""
     from tunesmith.assets import hub_reachable, looks_like_path
-    from tunesmith.objectives.rewards import trust_decided
+    from tunesmith.trust import trust_decided
 
     teacher = cfg.objective.teacher
     if teachers.present(teacher):

@@ -9,7 +9,7 @@ from rich.table import Table
 console = Console()
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
@@ -28,7 +28,7 @@ def print_side_by_side(results: dict, title: str = "base vs tuned", directions: 
             way = direction(name, directions)  # "neither": a description (a length), not a score
             better = (t < b) if way == "min" else (t > b)
             style = "" if way == "neither" else "green" if better else ("red" if t != b else "")
-            table.add_row(name, _fmt(b), _fmt(t), f"[{style}]{t - b:+.4f}[/]" if style else f"{t - b:+.4f}")
+            table.add_row(name, fmt(b), fmt(t), f"[{style}]{t - b:+.4f}[/]" if style else f"{t - b:+.4f}")
     console.print(table)
 
 
@@ -43,7 +43,7 @@ def print_probes(probes: dict) -> None:
     console.print(table)
 
 
-def _print_stats(stats: dict) -> None:
+def print_stats(stats: dict) -> None:
     table = Table(title="token lengths (before truncation)")
     for col in ("split", "examples", "min", "mean", "p50", "p95", "max", "max_length", "truncated"):
         table.add_column(col, justify="right")

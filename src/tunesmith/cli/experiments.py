@@ -1,5 +1,4 @@
-"""More `tunesmith` commands, kept out of cli.py so each file stays short: they use cli.py's app and helpers.
-Each command is thin: it parses, calls the code that does the work, and prints."""
+"""`tunesmith compare / bench / pipeline / sweep`: experiments made of several runs."""
 
 from __future__ import annotations
 
@@ -10,8 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from tunesmith.cli import TRUST_HELP, _run, _setup_logging, _start, app, console, err_console  # noqa: F401
-from tunesmith.cli_tables import _fmt
+from tunesmith.cli.common import TRUST_HELP, app, call, console, err_console, setup_logging, start
+from tunesmith.cli.tables import fmt
 
 
 @app.command()
@@ -24,10 +23,10 @@ def compare(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Run the same task under several methods (same data, seed, budget); write compare.json and compare.html."""
-    _start(config=config, overrides=overrides)
+    start(config=config, overrides=overrides)
     from rich.progress import Progress
 
-    from tunesmith.compare import compare as run_compare
+    from tunesmith.experiments.compare import compare as run_compare
 
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     with Progress(console=err_console, transient=True) as bar:
@@ -36,7 +35,7 @@ def compare(
         def progress(i, total, name):
             bar.update(task, total=total, completed=i, description=f"training {name} ({i + 1}/{total})")
 
-        summary = _run(run_compare, config, names, out=out, rerun=rerun, overrides=list(overrides or []), progress=progress,
+        summary = call(run_compare, config, names, out=out, rerun=rerun, overrides=list(overrides or []), progress=progress,
                        trust_remote_code=trust_remote_code)
     metric = summary["metric"]
     table = Table(title=f"comparison on {metric}")
@@ -47,7 +46,7 @@ def compare(
             table.add_row(r["name"], f"[red]failed: {r['error']}[/]", *[""] * 6)
             continue
         forget = r["forgetting_mean"]
-        table.add_row(r["name"], _fmt(r["base"].get(metric)), _fmt(r["tuned"].get(metric)), f"{r['trainable_params']:,}",
+        table.add_row(r["name"], fmt(r["base"].get(metric)), fmt(r["tuned"].get(metric)), f"{r['trainable_params']:,}",
                       f"{r['train_seconds']:.0f}", f"{r['tokens_per_second']:.0f}", f"{r['peak_memory_mb']:,.0f}",
                       "–" if forget is None else f"{forget:+.4f}")
     console.print(table)
@@ -66,10 +65,10 @@ def bench(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Multiple-choice benchmarks scored by log-likelihood (acc, acc_norm) for a model, or a run's base and tuned model."""
-    _setup_logging()
+    setup_logging()
     import time
 
-    from tunesmith import api
+    import tunesmith.api as api
 
     task_names = [t.strip() for t in tasks.split(",") if t.strip()]
     if out is None:
@@ -80,7 +79,7 @@ def bench(
                           "Choose another --out")
         raise typer.Exit(2)
     start = time.time()
-    results = _run(api.bench, model_or_run, task_names, limit=limit, shots=shots, batch_size=batch_size,
+    results = call(api.bench, model_or_run, task_names, limit=limit, shots=shots, batch_size=batch_size,
                    trust_remote_code=trust_remote_code)
     seconds = time.time() - start
     sides = list(results)
@@ -93,7 +92,7 @@ def bench(
     if sides == ["base", "tuned"]:
         table.add_column("change (acc_norm)", justify="right")
     for task, first in results[sides[0]].items():
-        cells = [_fmt(results[side][task][m]) for side in sides for m in ("acc", "acc_norm")]
+        cells = [fmt(results[side][task][m]) for side in sides for m in ("acc", "acc_norm")]
         if sides == ["base", "tuned"]:
             cells.append(f"{results['tuned'][task]['acc_norm'] - first['acc_norm']:+.4f}")
         table.add_row(task, str(first["n"]), *cells)
@@ -122,13 +121,13 @@ def pipeline(
     """Run named stages in order (sft, reward model, RL...), each a run that may start from an earlier one."""
     from rich.table import Table
 
-    from tunesmith.stages import read_stages
+    from tunesmith.experiments.stages import read_stages
 
-    _run(read_stages, config)  # a mistake in the file is reported before torch loads
-    _start()
+    call(read_stages, config)  # a mistake in the file is reported before torch loads
+    start()
     from rich.progress import Progress
 
-    from tunesmith.stages import run_pipeline
+    from tunesmith.experiments.stages import run_pipeline
 
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("pipeline", total=None)
@@ -136,7 +135,7 @@ def pipeline(
         def progress(i, total, name):
             bar.update(task, total=total, completed=i, description=f"stage {name} ({i + 1}/{total})")
 
-        summary = _run(run_pipeline, config, out=out, rerun=rerun, progress=progress, trust_remote_code=trust_remote_code)
+        summary = call(run_pipeline, config, out=out, rerun=rerun, progress=progress, trust_remote_code=trust_remote_code)
     table = Table(title="pipeline")
     for col in ("stage", "objective", "method", "status", "train s", "what it bought (base → tuned)"):
         table.add_column(col)
@@ -151,77 +150,12 @@ def pipeline(
     console.print(f"pipeline folder: [bold]{out or Path('runs') / config.stem}[/] (report.html, pipeline.json)")
 
 
-@app.command()
-def serve(
-    run_dirs: Optional[list[str]] = typer.Argument(None, help="Run folders to serve, each RUN_DIR or NAME=RUN_DIR (default name: the folder's). Adapter runs on one base share it."),
-    model: Optional[list[str]] = typer.Option(None, "--model", help="Also serve a plain model: catalog name, local folder or hub id (repeatable)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on: this machine only unless you give another (then set an API key)."),
-    port: int = typer.Option(8000, "--port"),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TUNESMITH_API_KEY", show_envvar=True, help="Clients must send 'Authorization: Bearer KEY'."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-):
-    """Serve runs over an OpenAI-compatible API: each base loaded once, its adapters picked per request by `model`."""
-    from tunesmith.serve.registry import parse_specs
-
-    if not run_dirs and not model:
-        err_console.print("[bold red]error:[/] give run folders to serve (RUN_DIR or NAME=RUN_DIR) or --model NAME")
-        raise typer.Exit(2)
-    specs = _run(parse_specs, list(run_dirs or []))  # folder mistakes are reported before torch loads
-    _start(verbose)
-    from rich.table import Table
-
-    from tunesmith.serve.server import serve as run_server
-
-    def ready(registry):
-        table = Table(title=f"serving on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
-        for col in ("model", "kind", "objective", "parent"):
-            table.add_column(col)
-        for s in registry.models.values():
-            table.add_row(s.name, s.kind, s.objective or "", s.parent or "")
-        console.print(table)
-
-    _run(run_server, specs, list(model or []), host=host, port=port, api_key=api_key,
-         trust_remote_code=trust_remote_code, on_ready=ready)
-
-
-@app.command()
-def score(
-    run_dir: Path = typer.Argument(..., help="A reward run folder."),
-    texts: list[str] = typer.Argument(..., help="Responses to score."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="The prompt the responses answer (read as in training)."),
-    as_json: bool = typer.Option(False, "--json"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-):
-    """Score responses with a reward model run: one reward per text (higher is better)."""
-    _start(runs=[run_dir])
-    import json
-
-    from rich.markup import escape
-    from rich.table import Table
-
-    from tunesmith.runs import Run
-
-    run = _run(Run, run_dir, trust_remote_code=trust_remote_code)
-    rows = [{"prompt": prompt, "response": text} for text in texts]
-    rewards = _run(run.score, rows)
-    if as_json:
-        print(json.dumps([{**row, "reward": r} for row, r in zip(rows, rewards)], indent=2))
-        return
-    table = Table(title=f"prompt: {escape(prompt)}" if prompt else None)
-    table.add_column("response", overflow="fold")
-    table.add_column("reward", justify="right")
-    for text, r in zip(texts, rewards):
-        table.add_row(escape(text), f"{r:+.4f}")
-    console.print(table)
-
-
 def validate_pipeline(path: Path, overrides) -> None:
-    from tunesmith.stages import checkable_config, pending_runs, read_stages
+    from tunesmith.experiments.stages import checkable_config, pending_runs, read_stages
 
-    stages = _run(read_stages, path)
-    _start()
-    from tunesmith import api
+    stages = call(read_stages, path)
+    start()
+    import tunesmith.api as api
     from tunesmith.config import load_config
 
     out = Path("runs") / path.stem
@@ -229,20 +163,14 @@ def validate_pipeline(path: Path, overrides) -> None:
         raw = checkable_config(stage, stages, out)
         waiting = pending_runs(stage, out)
         if waiting:  # its data checks read those runs: the config alone now, the rest when the stage starts
-            cfg = _run(load_config, raw, list(overrides or []))
+            cfg = call(load_config, raw, list(overrides or []))
             console.print(f"[green]ok[/] stage {stage['name']}: {cfg.method.name} / {cfg.objective.name} (the config; "
                           f"its data is checked when {', '.join(waiting)} has run)", highlight=False)
             continue
-        info = _run(api.validate, raw, list(overrides or []))
+        info = call(api.validate, raw, list(overrides or []))
         cfg = info["config"]
         console.print(f"[green]ok[/] stage {stage['name']}: {cfg.method.name} / {cfg.objective.name} on "
                       f"{cfg.model.name}; splits {info['splits']}", highlight=False)
-
-
-# `tunesmith studio ...`: the feedback studio's commands live in tunesmith/studio/cli.py.
-from tunesmith.studio.cli import studio_app  # noqa: E402
-
-app.add_typer(studio_app, name="studio")
 
 
 @app.command()
@@ -253,13 +181,13 @@ def sweep(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Search hyperparameters with Optuna: each trial a run in its own process; writes sweep.json and sweep.html."""
-    _start(config=config)
+    start(config=config)
     from rich.markup import escape
     from rich.progress import Progress
     from rich.table import Table
 
-    from tunesmith.cli_tables import _fmt
-    from tunesmith.sweep import sweep as run_sweep
+    from tunesmith.cli.tables import fmt
+    from tunesmith.experiments.sweep import sweep as run_sweep
 
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("sweep", total=None)
@@ -267,7 +195,7 @@ def sweep(
         def progress(done, total, number):
             bar.update(task, total=total, completed=done, description=f"trial {number} ({done + 1}/{total})")
 
-        summary = _run(run_sweep, config, out=out, trials=trials, progress=progress, trust_remote_code=trust_remote_code)
+        summary = call(run_sweep, config, out=out, trials=trials, progress=progress, trust_remote_code=trust_remote_code)
     best, keys = (summary["best"] or {}).get("number"), list(summary["parameters"])
     short = [k.split(".")[-1] for k in keys]  # learning_rate, r, target_modules: the full keys head sweep.html
     table = Table(title=f"sweep on {summary['metric']} ({summary['direction']}; best marked *)")
@@ -275,7 +203,7 @@ def sweep(
         table.add_column(col, justify="right" if col != "state" else "left", overflow="fold")
     for t in summary["trials"]:
         table.add_row(f"{t['number']}{' *' if t['number'] == best else ''}", t["state"],
-                      "–" if t["value"] is None else _fmt(t["value"]),
+                      "–" if t["value"] is None else fmt(t["value"]),
                       *[escape(f"{v:.3g}" if isinstance(v := t["labels"].get(k, ""), float) else str(v)) for k in keys],
                       "" if t["train_seconds"] is None else f"{t['train_seconds']:.0f}")
     console.print(table)
@@ -284,31 +212,3 @@ def sweep(
     console.print(f"sweep folder: [bold]{summary['folder']}[/] (sweep.html, sweep.json)")
 
 
-@app.command()
-def constitution(
-    config: Path = typer.Argument(..., help="A constitution config: constitution, policy, critic, prompts, generation, stages (e.g. configs/constitutional-ai.yaml)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default runs/<config stem>)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace generated examples made with other prompts or settings."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-):
-    """Constitutional AI: answer -> critique -> revise by principles, train sft then dpo on it, measure base vs tuned."""
-    from tunesmith.constitution import read_config, read_constitution
-
-    cfg = _run(read_config, config)  # a mistake in the config or the constitution is reported before torch loads
-    _run(read_constitution, cfg.constitution)
-    _start()
-    from tunesmith.constitution import run_constitution
-
-    result = _run(run_constitution, config, out=out, overwrite=overwrite, trust_remote_code=trust_remote_code,
-                  progress=lambda what: err_console.print(f"constitution: {what}"))
-    table = Table(title=f"held-out prompts, base → tuned (critic: {result['critic']})")
-    for col in ("prompts", "measure", "better", "base", "tuned"):
-        table.add_column(col, justify="left" if col in ("prompts", "measure") else "right")
-    for kind, m in result["measures"].items():
-        for metric, base in m["base"].items():
-            better = {"max": "higher", "min": "lower"}.get(result["directions"][kind].get(metric), "–")
-            table.add_row(f"{kind} (n={m['n']})", metric, better, _fmt(base), _fmt(m["tuned"][metric]))
-    console.print(table)
-    d = result["data"]
-    console.print(f"data: {d['examples']} examples ({d['generated']} generated now), {d['sft']} sft rows, {d['pairs']} pairs; "
-                  f"folder: [bold]{out or Path('runs') / config.stem}[/] (report.md, constitution.json)")

@@ -1,80 +1,20 @@
-"""The `tunesmith` command: thin. It parses, calls tunesmith.api, and prints with rich."""
+"""`tunesmith train / eval / predict / generate / export / validate / data preview / assets`: parse, call
+tunesmith.api, print with rich."""
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import sys
-import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
-from tunesmith.cli_tables import _print_stats, print_probes, print_side_by_side
-from tunesmith.errors import TunesmithError
+from tunesmith.cli.common import TRUST_HELP, app, call, console, fail, start
+from tunesmith.cli.tables import print_probes, print_side_by_side, print_stats
 
-app = typer.Typer(help="Fine-tune pretrained language models and measure what each method bought and cost.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Look at the data as the model will see it.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)])
-    logging.getLogger("tunesmith").setLevel(logging.DEBUG if verbose else logging.INFO)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import datasets
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()  # weight-loading bars; the Trainer keeps its own
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-
-
-def _start(verbose: bool = False, *, config: Path | None = None, overrides=None, runs: list[Path] = ()) -> None:
-    """Check what can be checked without torch and transformers (the config, the run folders) so that a mistake is
-    reported in about a second; then set up logging, which imports them."""
-    if config is not None:
-        from tunesmith.config import load_config
-
-        quiet = logging.getLogger("tunesmith")
-        level, quiet.level = quiet.level, logging.ERROR  # notes are logged once, when the command reads it again
-        try:
-            _run(load_config, config, list(overrides or []))
-        finally:
-            quiet.setLevel(level)
-    if runs:
-        from tunesmith.runs import check_run_folder
-
-        for run_dir in runs:
-            _run(check_run_folder, run_dir)
-    _setup_logging(verbose)
-
-
-def _run(fn, *args, **kwargs):
-    """Call the API; a TunesmithError prints as one message without a traceback and exits 2."""
-    try:
-        return fn(*args, **kwargs)
-    except TunesmithError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
-def _fail(message: str):
-    raise TunesmithError(message)
-
-
-TRUST_HELP = ("Let the model run the Python code that ships with it (its auto_map). Off unless given here: a config's "
-              "model.trust_remote_code alone never runs code.")
 
 
 @app.command()
@@ -90,11 +30,11 @@ def train(
 ):
     """Train: evaluate the base model, tune it, evaluate the tuned model, write the run folder."""
     if config is None and resume is None:
-        _run(_fail, "train: give a config (e.g. configs/sentiment-lora.yaml), or --resume RUN_DIR to continue a stopped run")
-    _start(verbose, config=None if resume else config, overrides=overrides)
-    from tunesmith import api
+        call(fail, "train: give a config (e.g. configs/sentiment-lora.yaml), or --resume RUN_DIR to continue a stopped run")
+    start(verbose, config=None if resume else config, overrides=overrides)
+    import tunesmith.api as api
 
-    run = _run(api.train, config, out=out, overwrite=overwrite, overrides=list(overrides or []),
+    run = call(api.train, config, out=out, overwrite=overwrite, overrides=list(overrides or []),
                trust_remote_code=trust_remote_code, resume=resume, nproc=nproc)
     results, m = run.results, run.manifest
     print_probes(results.get("probes", {}))
@@ -115,12 +55,12 @@ def evaluate(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Evaluate the base and the tuned model of a run on the same data, side by side."""
-    _start(runs=[run_dir])
-    from tunesmith import api
+    start(runs=[run_dir])
+    import tunesmith.api as api
 
-    columns = _run(_role_columns, run_dir, column) if column else {}
-    run = _run(api.Run, run_dir, trust_remote_code=trust_remote_code)
-    results = _run(run.evaluate, data=data, split=split, columns=columns or None)
+    columns = call(_role_columns, run_dir, column) if column else {}
+    run = call(api.Run, run_dir, trust_remote_code=trust_remote_code)
+    results = call(run.evaluate, data=data, split=split, columns=columns or None)
     if as_json:
         print(json.dumps({"base": results["base"], "tuned": results["tuned"]}, indent=2, default=str))
     else:
@@ -131,8 +71,8 @@ def evaluate(
 def _role_columns(run_dir: Path, items: list[str]) -> dict[str, str]:
     """--column ROLE=COLUMN items -> {role: column}; the roles are those the run's objective declares."""
     from tunesmith.config import load_config
+    from tunesmith.data.roles import role_columns_option
     from tunesmith.objectives.registry import OBJECTIVES
-    from tunesmith.objectives.roles import role_columns_option
 
     name = load_config(run_dir / "config.yaml").objective.name
     return role_columns_option(items, name, OBJECTIVES[name].roles)
@@ -145,9 +85,9 @@ def _adapter_set(run_dir: Path, adapter: list[Path] | None, trust_remote_code: b
     """None without --adapter; else the run's and the other runs' adapters on one base model."""
     if not adapter:
         return None
-    from tunesmith.adapters import load_adapters
+    from tunesmith.runs.adapters import load_adapters
 
-    return _run(load_adapters, [run_dir, *adapter], trust_remote_code=trust_remote_code)
+    return call(load_adapters, [run_dir, *adapter], trust_remote_code=trust_remote_code)
 
 
 @app.command()
@@ -159,15 +99,15 @@ def predict(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Classify texts with a run's tuned model: label and probability (per adapter with --adapter)."""
-    _start(runs=[run_dir, *(adapter or [])])
-    from tunesmith import api
+    start(runs=[run_dir, *(adapter or [])])
+    import tunesmith.api as api
 
     adapters = _adapter_set(run_dir, adapter, trust_remote_code)
     if adapters is None:
-        run = _run(api.Run, run_dir, trust_remote_code=trust_remote_code)
-        preds = {run_dir.name: _run(run.predict, texts)}
+        run = call(api.Run, run_dir, trust_remote_code=trust_remote_code)
+        preds = {run_dir.name: call(run.predict, texts)}
     else:
-        preds = {name: _run(adapters.predict, texts, adapter=name) for name in adapters.names}
+        preds = {name: call(adapters.predict, texts, adapter=name) for name in adapters.names}
     if as_json:
         print(json.dumps(preds if adapters else preds[run_dir.name], indent=2))
         return
@@ -194,17 +134,17 @@ def generate(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Complete prompts with a run's tuned model (per adapter with --adapter); greedy unless --temperature."""
-    _start(runs=[run_dir, *(adapter or [])])
-    from tunesmith import api
+    start(runs=[run_dir, *(adapter or [])])
+    import tunesmith.api as api
 
     options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "n": n, "seed": seed,
                "stop": stop or ()}
     adapters = _adapter_set(run_dir, adapter, trust_remote_code)
     if adapters is None:
-        run = _run(api.Run, run_dir, trust_remote_code=trust_remote_code)
-        outputs = {"": _run(run.generate, prompts, **options)}
+        run = call(api.Run, run_dir, trust_remote_code=trust_remote_code)
+        outputs = {"": call(run.generate, prompts, **options)}
     else:
-        outputs = {f"[{a}] ": _run(adapters.generate, prompts, adapter=a, **options) for a in adapters.names}
+        outputs = {f"[{a}] ": call(adapters.generate, prompts, adapter=a, **options) for a in adapters.names}
     for i, prompt in enumerate(prompts):
         console.print(f"[bold]{prompt}[/]", highlight=False)
         for name, texts in outputs.items():
@@ -224,10 +164,10 @@ def export(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Export a run's tuned model: the adapter or model as saved, or merged into a standalone model."""
-    _start(runs=[run_dir])
-    from tunesmith.adapters import export as export_run
+    start(runs=[run_dir])
+    from tunesmith.runs.adapters import export as export_run
 
-    path = _run(export_run, run_dir, out, merge=merge, rank=rank, overwrite=overwrite, trust_remote_code=trust_remote_code)
+    path = call(export_run, run_dir, out, merge=merge, rank=rank, overwrite=overwrite, trust_remote_code=trust_remote_code)
     console.print(f"wrote [bold]{path}[/]" + (" (loads with AutoModel*.from_pretrained, no PEFT needed)" if merge else ""))
 
 
@@ -237,16 +177,16 @@ def validate(
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
 ):
     """Check the config and the data (columns, labels, lengths) without training; a pipeline file: every stage."""
-    from tunesmith.stages import is_pipeline_file
+    from tunesmith.experiments.stages import is_pipeline_file
 
-    if _run(is_pipeline_file, config):
-        from tunesmith.cli_more import validate_pipeline
+    if call(is_pipeline_file, config):
+        from tunesmith.cli.experiments import validate_pipeline
 
         return validate_pipeline(config, overrides)
-    _start(config=config, overrides=overrides)
-    from tunesmith import api
+    start(config=config, overrides=overrides)
+    import tunesmith.api as api
 
-    info = _run(api.validate, config, list(overrides or []))
+    info = call(api.validate, config, list(overrides or []))
     cfg = info["config"]
     console.print(f"[green]ok[/] {config}: {cfg.method.name} / {cfg.objective.name} on {cfg.model.name}; "
                   f"splits {info['splits']}; columns {info['columns']}")
@@ -254,7 +194,7 @@ def validate(
         console.print(f"labels: {info['task']['labels']}")
     for note in info["dropped"]:  # rows the objective cannot use (null text or label, label -1)
         console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
-    _print_stats(info["stats"])
+    print_stats(info["stats"])
 
 
 @data_app.command("preview")
@@ -263,12 +203,12 @@ def data_preview(
     n: int = typer.Option(3, "-n", help="How many training examples to show."),
 ):
     """Show examples as the model sees them: text, tokens, and (underlined, green) the tokens that carry loss."""
-    _start(config=config)
+    start(config=config)
     from rich.text import Text
 
-    from tunesmith import api
+    import tunesmith.api as api
 
-    info = _run(api.preview, config, n)
+    info = call(api.preview, config, n)
     for i, ex in enumerate(info["examples"]):
         console.rule(f"example {i}: {ex['length']} tokens" + (f" (cut from {ex['full_length']})" if ex["full_length"] > ex["length"] else ""))
         console.print(ex["text"], highlight=False, markup=False)
@@ -283,7 +223,7 @@ def data_preview(
             console.print(f"{ex['loss_tokens']} of {ex['length']} tokens carry loss (green)")
     for note in info["dropped"]:
         console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
-    _print_stats(info["stats"])
+    print_stats(info["stats"])
 
 
 @app.command()
@@ -300,15 +240,3 @@ def assets():
     console.print(table)
 
 
-# The commands of the feedback and serving front ends live in cli_more.py (they add themselves to `app`).
-from tunesmith import cli_more  # noqa: E402,F401
-
-
-def main() -> None:  # pragma: no cover
-    sys.exit(app())
-
-
-if __name__ == "__main__":  # python -m tunesmith.cli: run the imported module's app, which cli_more's commands joined
-    from tunesmith.cli import main as imported_main
-
-    imported_main()

@@ -32,7 +32,7 @@ def load_prompts(cfg, config_path: Path) -> tuple[list[dict], list[dict]]:
     """(training prompts, held-out prompts), each {source, kind, prompt, reference}: per source a seeded shuffle,
     held_out rows first, then train rows; prompts repeated within a source are kept once."""
     from tunesmith.assets import is_catalog_dataset
-    from tunesmith.constitution import beside
+    from tunesmith.config_io import beside
     from tunesmith.data.sources import load_source
 
     train, held_out = [], []

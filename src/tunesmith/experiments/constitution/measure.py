@@ -120,7 +120,7 @@ def write_report(out: Path, result: dict, principles: list) -> None:
                          f"{ {'max': 'higher', 'min': 'lower'}.get(better, '–') } | {m['base'][metric]:.3f} | "
                          f"{m['tuned'][metric]:.3f} |")
     lines += ["", "## Examples: answer → critique → revision", ""]
-    from tunesmith.constitution_data import read_jsonl
+    from tunesmith.experiments.constitution.data import read_jsonl
 
     for e in read_jsonl(out / "data" / "examples.jsonl")[:6]:
         lines += [f"**Prompt** ({e['source']}, principle {e['principle']}): {e['prompt']}", "",

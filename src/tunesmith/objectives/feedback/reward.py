@@ -19,9 +19,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from tunesmith.data.roles import Role, check_columns, no_packing
 from tunesmith.errors import TunesmithError
-from tunesmith.objectives import reward_data
-from tunesmith.objectives.roles import Role, check_columns, no_packing
+from tunesmith.objectives.feedback import reward_data
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 

@@ -37,7 +37,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from tunesmith.config_io import read_yaml
+from tunesmith.config_io import beside, read_yaml
 from tunesmith.errors import TunesmithError
 from tunesmith.schema import Section
 
@@ -130,12 +130,6 @@ def read_config(path: str | Path) -> ConstitutionConfig:
     return cfg
 
 
-def beside(value: str, config_path: Path) -> Path:
-    """A path as written, or relative to the config file's folder when it is not found as written."""
-    p = Path(value).expanduser()
-    return p if p.is_absolute() or p.exists() else config_path.parent / p
-
-
 def read_constitution(value: str | Path) -> list[Principle]:
     """The principles of a constitution file ('default': the packaged one); a missing or unknown key, an empty
     request or an unknown check is an error that names the file, the principle and the key."""
@@ -174,7 +168,7 @@ def read_constitution(value: str | Path) -> list[Principle]:
 def pipeline_file(cfg: ConstitutionConfig, config_path: Path, out: Path) -> dict:
     """The `stages:` as a self-contained pipeline: stage config files read in (relative to the constitution config),
     `data: sft|pairs` turned into data.source overrides, and stages without `from:` starting from the policy."""
-    from tunesmith.stages import STAGE_KEYS
+    from tunesmith.experiments.stages import STAGE_KEYS
 
     stages = []
     for i, entry in enumerate(cfg.stages):
@@ -213,7 +207,7 @@ def run_constitution(config_path: str | Path, *, out: str | Path | None = None, 
                      trust_remote_code: bool = False, progress=None) -> dict:
     """Generate (or reuse) the data, train the stages, measure base vs tuned; returns what constitution.json holds."""
     from tunesmith.config import load_config
-    from tunesmith.stages import read_stages, stage_config
+    from tunesmith.experiments.stages import read_stages, stage_config
 
     config_path = Path(config_path)
     cfg = read_config(config_path)
@@ -231,9 +225,9 @@ def run_constitution(config_path: str | Path, *, out: str | Path | None = None, 
         except TunesmithError as err:
             raise TunesmithError(f"{config_path}: stage {stage['name']!r}: {err}") from None
 
-    from tunesmith.constitution_data import generate_data, load_prompts
-    from tunesmith.constitution_measure import measure, write_report
-    from tunesmith.stages import run_pipeline
+    from tunesmith.experiments.constitution.data import generate_data, load_prompts
+    from tunesmith.experiments.constitution.measure import measure, write_report
+    from tunesmith.experiments.stages import run_pipeline
 
     train, held_out = load_prompts(cfg, config_path)
     step = (lambda what: progress(what)) if progress else (lambda what: None)

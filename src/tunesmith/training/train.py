@@ -1,7 +1,5 @@
 """The training recipe, top to bottom: prepare the data, measure the base model, apply the method, train through
-the objective's trainer, measure the tuned model the same way, save, and write the run folder (manifest.json last).
-Also the shared data preparation (validate, preview, train and eval all go through `Prepared`) and evaluating a
-finished run on other data."""
+the objective's trainer, measure the tuned model the same way, save, and write the run folder (manifest.json last)."""
 
 from __future__ import annotations
 
@@ -14,12 +12,11 @@ from typing import Any
 
 import torch
 
-from tunesmith import distributed
-from tunesmith.config import RunConfig, load_config
-from tunesmith.data.inspect import length_stats
-from tunesmith.data.sources import fingerprint, load_splits
-from tunesmith.errors import TunesmithError, raise_if
+import tunesmith.hardware as hardware
+from tunesmith.config import RunConfig
+from tunesmith.data.sources import fingerprint
 from tunesmith.eval import benchmarks
+from tunesmith.hardware import machine
 from tunesmith.methods.peft_common import save_labels
 from tunesmith.methods.registry import METHODS, apply_method
 from tunesmith.modeling import (
@@ -27,12 +24,8 @@ from tunesmith.modeling import (
     device,
     ensure_pad_token,
     load_model,
-    load_tokenizer,
-    machine,
     to_device,
 )
-from tunesmith.objectives.registry import OBJECTIVES
-from tunesmith.objectives.rewards import trusting
 from tunesmith.report.html import write_report
 from tunesmith.report.metrics_log import MetricsLog
 from tunesmith.report.runlog import peak_memory_mb, versions, write_json
@@ -47,49 +40,11 @@ from tunesmith.runs import (
     start_manifest,
 )
 from tunesmith.runs.resume import BASE, checkpoint_marker, last_checkpoint
+from tunesmith.training.evaluate import base_forgetting_scores, forgetting_scores
+from tunesmith.training.prepare import Prepared, measure
+from tunesmith.trust import trusting
 
 log = logging.getLogger("tunesmith")
-
-
-class Prepared:
-    """Config, tokenizer, raw splits, task facts and features, checked together."""
-
-    def __init__(self, cfg: RunConfig, tokenizer=None, task: dict | None = None, trust_remote_code: bool = False,
-                 announce: bool = True):
-        from tunesmith.data.templates import reads
-
-        self.cfg = cfg
-        self.objective = OBJECTIVES[cfg.objective.name]
-        self.tokenizer = tokenizer or load_tokenizer(cfg.model, trust_remote_code=trust_remote_code)
-        ensure_pad_token(self.tokenizer)
-        self.dropped: list[str] = []  # rows the objective cannot use (null text or label, label -1), per split
-        self.data = load_splits(cfg.data, cfg.train.seed, reads(cfg), self.dropped)
-        for note in self.dropped if announce else []:
-            log.warning("%s", note)
-        raise_if(self.objective.check(cfg, self.data, self.tokenizer), source="data")
-        self.task = task if task is not None else self.objective.setup(cfg, self.data)
-        if cfg.eval.max_examples and cfg.eval.max_examples < len(self.data["eval"]):
-            self.data["eval"] = self.data["eval"].shuffle(seed=cfg.train.seed).select(range(cfg.eval.max_examples))
-        self.features = Features(self)
-
-    def stats(self) -> dict:
-        return {split: length_stats(self.features[split], self.cfg.data.max_length) for split in self.data}
-
-
-class Features(dict):
-    """The tokenized splits, each tokenized on first use (an objective whose trainer takes raw text never pays for
-    tokenizing its training split)."""
-
-    def __init__(self, prep: Prepared):
-        super().__init__()
-        self.prep = prep
-
-    def __missing__(self, split: str):
-        p = self.prep
-        value = self[split] = p.objective.tokenize(p.data[split], p.tokenizer, p.cfg, p.task)
-        return value
-
-
 
 
 def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: bool = False,
@@ -109,7 +64,7 @@ def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: b
     ensure_pad_token(prep.tokenizer, model)
     to_device(model)
 
-    stage, main = plan.stage, distributed.is_main()  # with --nproc, only rank 0 writes the run folder
+    stage, main = plan.stage, hardware.is_main()  # with --nproc, only rank 0 writes the run folder
     if main:
         stage.mkdir(parents=True, exist_ok=True)
         manifest = start_manifest(model=cfg.model.name, method=cfg.method.name, objective=cfg.objective.name, seed=cfg.train.seed)
@@ -151,20 +106,20 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
     """Measure the base, train, measure the tuned model, save; manifest.json is written last."""
     tok, task = prep.tokenizer, prep.task
     method = METHODS[cfg.method.name]
-    main = distributed.is_main()
+    main = hardware.is_main()
     if not main:  # another process of a --nproc run: it only trains
         base = base_forget = None
     elif checkpoint and (run_dir / BASE).is_file():  # resumed: the base was measured when the run started
         base, base_forget = (read_json_file(run_dir / BASE).get(k, {}) for k in ("base", "forgetting"))
     else:
         log.info("Evaluating the base model on %d examples", len(prep.data["eval"]))
-        base = _measure(model, prep, cfg)
-        base_forget = _base_forgetting_scores(model, tok, forget_tasks, cfg)
+        base = measure(model, prep, cfg)
+        base_forget = base_forgetting_scores(model, tok, forget_tasks, cfg)
         write_json(run_dir / BASE, {"base": base, "forgetting": base_forget})
 
     model = apply_method(model, cfg.method)
     # what the method keeps from the untrained model for `save`; removed after saving (a --nproc worker: its own)
-    scratch = run_dir / "scratch" if main else Path(tempfile.mkdtemp(prefix=f"tunesmith-rank{distributed.rank()}-"))
+    scratch = run_dir / "scratch" if main else Path(tempfile.mkdtemp(prefix=f"tunesmith-rank{hardware.rank()}-"))
     if method.start:
         method.start(model, cfg.method, scratch)
     params = count_parameters(model)
@@ -181,8 +136,8 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
         shutil.rmtree(scratch, ignore_errors=True)
         return model
 
-    tuned = _measure(model, prep, cfg)
-    tuned_forget = _forgetting_scores(model, tok, forget_tasks, cfg, "tuned model")
+    tuned = measure(model, prep, cfg)
+    tuned_forget = forgetting_scores(model, tok, forget_tasks, cfg, "tuned model")
 
     weights_dir = run_dir / method.saves
     (method.save or _save_pretrained)(model, weights_dir, scratch)
@@ -208,7 +163,7 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
         **params, "train_seconds": round(train_seconds, 2), "train_steps": stats["train_steps"],
         "train_loss": stats["train_loss"], "tokens_seen": tokens,
         "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else 0.0,
-        "peak_memory": peak_memory_mb(), "device": str(device()), "bf16": bf16, "processes": distributed.world_size(),
+        "peak_memory": peak_memory_mb(), "device": str(device()), "bf16": bf16, "processes": hardware.world_size(),
         "machine": machine(bf16, cfg.model.dtype), "versions": versions(),
     }
     write_json(run_dir / "manifest.json", manifest)  # the report reads it
@@ -218,15 +173,6 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
     return model
 
 
-def _measure(model, prep: Prepared, cfg: RunConfig, probes: bool = True) -> dict:
-    """The objective's metrics on the eval set and its probes' outputs: the same for the base and the tuned model
-    (before and after training, and when a finished run is evaluated again)."""
-    objective, tok, task = prep.objective, prep.tokenizer, prep.task
-    metrics = objective.evaluate(model, tok, prep.data["eval"], prep.features["eval"], cfg, task)
-    probes = objective.probe(model, tok, cfg.eval.probes, cfg, task) if probes and cfg.eval.probes else []
-    return {"metrics": metrics, "probes": probes}
-
-
 def _train_with_trainer(model, tok, prep, cfg, run_dir: Path, checkpoint: Path | None = None) -> tuple[Any, dict]:
     """The objective's trainer (transformers.Trainer by default, a TRL trainer for the objectives that own one)."""
     callbacks = [MetricsLog(run_dir / "metrics.jsonl"), *tracking_callbacks(cfg.train.report_to, run_dir)]
@@ -234,8 +180,8 @@ def _train_with_trainer(model, tok, prep, cfg, run_dir: Path, checkpoint: Path |
     if METHODS[cfg.method.name].callbacks:  # a method's own per-step work (adalora: rank allocation after each step)
         callbacks += METHODS[cfg.method.name].callbacks(model, cfg)
     trainer = prep.objective.build_trainer(model, tok, prep, cfg, run_dir, callbacks)
-    if distributed.world_size() > 1 and getattr(trainer, "accelerator", None) is not None:
-        log.info("Data-parallel on %d processes: %s (accelerate %s)", distributed.world_size(), cfg.train.distributed,
+    if hardware.world_size() > 1 and getattr(trainer, "accelerator", None) is not None:
+        log.info("Data-parallel on %d processes: %s (accelerate %s)", hardware.world_size(), cfg.train.distributed,
                  trainer.accelerator.distributed_type.value)
     result = trainer.train(resume_from_checkpoint=str(checkpoint)) if checkpoint else trainer.train()
     # accelerate wraps forward in bf16 autocast for mixed precision and leaves it on the model: unwrap it, so the
@@ -246,65 +192,7 @@ def _train_with_trainer(model, tok, prep, cfg, run_dir: Path, checkpoint: Path |
                            "tokens_seen": int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)}
 
 
-def _forgetting_scores(model, tok, tasks: list, cfg: RunConfig, what: str) -> dict:
-    """eval.forgetting benchmarks on the model as it is now (base before tuning, tuned after)."""
-    if not tasks:
-        return {}
-    return benchmarks.run_benchmarks(model, tok, tasks, limit=cfg.eval.forgetting_limit, shots=cfg.eval.forgetting_shots,
-                                     batch_size=cfg.train.per_device_eval_batch_size, what=what)
-
-
-def _base_forgetting_scores(model, tok, tasks: list, cfg: RunConfig) -> dict:
-    """The base model's forgetting scores, cached on disk: every run of a comparison shares one base, so it is
-    scored once (key: model, dtype, quantization, tasks and their files, limit, shots)."""
-    import hashlib
-    import json
-
-    from tunesmith.assets import cache_dir
-    from tunesmith.modeling import model_path
-
-    if not tasks:
-        return {}
-    files = [Path(t) for t in cfg.eval.forgetting]
-    key = json.dumps([model_path(cfg.model), cfg.model.revision, cfg.model.dtype,
-                      sorted(METHODS[cfg.method.name].load_kwargs(cfg.method)), cfg.eval.forgetting,
-                      [(f.stat().st_size, f.stat().st_mtime) for f in files if f.is_file()],
-                      cfg.eval.forgetting_limit, cfg.eval.forgetting_shots, benchmarks.SEED, versions()["tunesmith"]])
-    path = cache_dir() / "bench" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
-    if path.exists():
-        try:
-            scores = read_json_file(path)
-            log.info("Forgetting: re-using the base model's scores from %s", path)
-            return scores
-        except TunesmithError as err:
-            log.warning("Forgetting: ignoring a damaged cache file (%s); scoring the base model again", err)
-    scores = _forgetting_scores(model, tok, tasks, cfg, "base model")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, scores)
-    return scores
-
-
 def _save_pretrained(model, folder: Path, scratch: Path | None = None) -> None:
     model.save_pretrained(folder)
 
 
-def evaluate_run(run: Run, data: str | None = None, split: str | None = None, columns: dict[str, str] | None = None) -> dict:
-    """Base and tuned model of a run on its eval set, or on another source (roles mapped by `columns`)."""
-    cfg = run.config
-    if data or split or columns:
-        changes: dict[str, Any] = {f"data.columns.{role}": col for role, col in (columns or {}).items()}
-        if data:  # the whole chosen split of another source is the eval set
-            from tunesmith.data.sources import load_source
-
-            splits = list(load_source(data))
-            chosen = split or next((s for s in ("validation", "test") if s in splits), splits[0])
-            changes.update({"data.source": data, "data.subset": None, "data.eval_split": chosen, "data.train_split": chosen,
-                            "data.eval_size": 0.1, "data.train_size": None, "data.group_column": None})
-        elif split:
-            changes["data.eval_split"] = split
-        cfg = load_config(cfg, changes)
-    with trusting(run.trust_remote_code):
-        prep = Prepared(cfg, tokenizer=run.tokenizer, task=run.task)
-        base = _measure(run.load_base(), prep, cfg, probes=False)
-        tuned = _measure(run.model, prep, cfg, probes=False)
-    return {"base": base["metrics"], "tuned": tuned["metrics"], "examples": len(prep.data["eval"])}

@@ -23,11 +23,12 @@ from typing import Literal
 
 from pydantic import Field
 
+from tunesmith.data.roles import Role, check_columns, no_packing
 from tunesmith.data.templates import fields, render
-from tunesmith.objectives import rewards
-from tunesmith.objectives.roles import Role, check_columns, no_packing
+from tunesmith.objectives.feedback import rewards
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
+from tunesmith.trust import trust_decided, trusted
 
 log = logging.getLogger("tunesmith")
 METHODS = ("full", "freeze", "lora", "dora", "qlora", "ia3")  # methods whose reference model rl knows how to get
@@ -44,7 +45,7 @@ class RewardSources(Section):
     run: str | None = Field(None, description="A finished reward-model run folder (objective: reward).")
     function: str | None = Field(
         None, description="'module:function' or 'file.py:function' taking (prompts, completions) -> list of floats. "
-        "tunesmith.objectives.rewards:length / positive / distinct / sentence_end always run; any other module only "
+        "tunesmith.objectives.feedback.rewards:length / positive / distinct / sentence_end always run; any other module only "
         "with --trust-remote-code.")
     weights: RewardWeights = Field(default_factory=RewardWeights)
 
@@ -185,7 +186,7 @@ def check(cfg, dd, tokenizer) -> list[str]:
                 problems.append(f"{key}: {len(empty)} rows of the {split} data have an empty prompt (the first: "
                                 f"{str(empty[0])[:120]}); remove them or fix the data")
     if o.reward.function:  # validate: found without running; train and eval: imported now, before anything is written
-        decided = rewards.trust_decided()
+        decided = trust_decided()
         problems += rewards.locate_problems(o.reward.function) if decided is None else \
             rewards.load_problems(o.reward.function, decided)
     if o.reward.run:
@@ -213,14 +214,14 @@ def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
     import statistics
 
     from tunesmith.generation import complete
-    from tunesmith.objectives.ppo import kl_to_reference
+    from tunesmith.objectives.feedback.ppo import kl_to_reference
 
     o, cap = cfg.objective, cfg.eval.max_generate
     texts = prompt_texts(raw.select(range(min(cap, len(raw)))) if cap else raw, tokenizer, cfg)
     ids = [prompt_ids(tokenizer, text, cfg) for text in texts]
     done = complete(model, tokenizer, ids, max_new_tokens=o.max_new_tokens, temperature=o.temperature,
                     seed=cfg.train.seed, batch_size=cfg.train.per_device_eval_batch_size)
-    reward = rewards.build_reward(o.reward, rewards.trusted())
+    reward = rewards.build_reward(o.reward, trusted())
     scores = reward(texts, [c.text for c in done])
     kl = kl_to_reference(model, tokenizer, ids, [c.token_ids for c in done], cfg)
     samples = [{"prompt": texts[i], "reference": "", "generation": c.text.strip(), "reward": round(scores[i], 4)}
@@ -239,7 +240,7 @@ def probe(model, tokenizer, texts, cfg, task, **options) -> list[str]:
 def build_trainer(model, tokenizer, prep, cfg, run_dir, callbacks):
     """ppo: tunesmith's PPOTrainer; grpo / rloo: TRL's trainer, with the reward's sources as reward_funcs."""
     o = cfg.objective
-    reward = rewards.build_reward(o.reward, rewards.trusted())
+    reward = rewards.build_reward(o.reward, trusted())
     texts = prompt_texts(prep.data["train"], tokenizer, cfg)
     if cfg.train.eval_strategy != "no":
         log.info("rl: train.eval_strategy is not used; the held-out prompts are measured before and after training")
@@ -250,7 +251,7 @@ def build_trainer(model, tokenizer, prep, cfg, run_dir, callbacks):
     if o.algorithm == "ppo":
         from transformers import TrainingArguments
 
-        from tunesmith.objectives.ppo import PPOTrainer
+        from tunesmith.objectives.feedback.ppo import PPOTrainer
 
         args = training_arguments(no_eval, run_dir, dataclasses.replace(prep.objective, args_class=lambda: TrainingArguments))
         ids = [prompt_ids(tokenizer, text, cfg) for text in texts]

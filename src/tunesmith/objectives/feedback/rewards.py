@@ -9,7 +9,7 @@ one float per completion. `objective.reward` names its sources:
 - both, summed with `weights: {run: 1.0, function: 1.0}`.
 
 Trust: tunesmith never runs code because a file read off disk says so. The built-in functions of this module
-(`tunesmith.objectives.rewards:length`, `:positive`, `:distinct`, `:sentence_end`) always run; any other module is
+(`tunesmith.objectives.feedback.rewards:length`, `:positive`, `:distinct`, `:sentence_end`) always run; any other module is
 imported only when the person running the command passed `--trust-remote-code` (trust_remote_code=True in Python).
 `validate` never imports it: it finds the module's file and reads its source for the function's name.
 
@@ -23,18 +23,18 @@ import functools
 import importlib
 import importlib.machinery
 import importlib.util
+import logging
 import math
 import sys
 import traceback
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Callable
 
 from tunesmith.errors import TunesmithError
 
+log = logging.getLogger("tunesmith")
 KEY = "objective.reward"
-BUILTIN_MODULE = __name__  # tunesmith.objectives.rewards
+BUILTIN_MODULE = __name__  # tunesmith.objectives.feedback.rewards
 
 # ---------------------------------------------------------------------------------------------
 # Built-in rule-based rewards: (prompts, completions) -> one float per completion, each in [-1, 1]
@@ -80,40 +80,20 @@ def sentence_end(prompts: list[str], completions: list[str]) -> list[float]:
 BUILTINS: dict[str, Callable] = {f.__name__: f for f in (length, positive, distinct, sentence_end)}
 
 # ---------------------------------------------------------------------------------------------
-# Trust: the --trust-remote-code of the command that is running, for the duration of a call
-
-_TRUSTED: ContextVar[bool | None] = ContextVar("tunesmith_trust_remote_code", default=None)
-
-
-@contextmanager
-def trusting(trusted: bool):
-    """Within the block, code that a config names (a reward function's module) may run if `trusted`: the person
-    running the command said so (--trust-remote-code). The commands that train or evaluate (and so would run it) set
-    this; hooks that are not handed the flag read it with trusted() / trust_decided()."""
-    token = _TRUSTED.set(bool(trusted))
-    try:
-        yield
-    finally:
-        _TRUSTED.reset(token)
-
-
-def trusted() -> bool:
-    return bool(_TRUSTED.get())
-
-
-def trust_decided() -> bool | None:
-    """True or False inside `trusting` (a command that will run the reward); None outside (validate, preview),
-    where nothing is run and the flag is not asked for."""
-    return _TRUSTED.get()
-
-
-# ---------------------------------------------------------------------------------------------
 # Config-time checks: the spelling, the module's file and the function's name, without running anything
+
+
+OLD_BUILTIN_MODULE = "tunesmith.objectives.rewards"  # before the objectives were split into families
 
 
 def split_spec(spec: str) -> tuple[str, str]:
     module, _, name = spec.rpartition(":")
-    return module.strip(), name.strip()
+    module = module.strip()
+    if module == OLD_BUILTIN_MODULE:
+        log.warning("%s: %r is the old name of the built-in rewards' module; write %s:%s", KEY, spec, BUILTIN_MODULE,
+                    name.strip())
+        module = BUILTIN_MODULE
+    return module, name.strip()
 
 
 def is_builtin(spec: str) -> bool:
@@ -186,18 +166,16 @@ def locate_problems(spec: str) -> list[str]:
 def run_problems(run: str) -> list[str]:
     """A reward run that exists must be a run whose objective scores text (read from its config.yaml, no torch).
     A folder that does not exist yet passes here (a pipeline stage trains it first); loading it says so later."""
-    from tunesmith.config_io import read_yaml
-    from tunesmith.objectives.registry import OBJECTIVES
+    from tunesmith.registries import objectives
+    from tunesmith.runs.folder import objective_of_run
 
-    config = Path(run).expanduser() / "config.yaml"
-    if not config.is_file():
-        return []
     try:
-        raw = read_yaml(config)
+        name = objective_of_run(run)
     except TunesmithError as err:
         return [f"{KEY}.run: {err}"]
-    name = (raw.get("objective") or {}).get("name") if isinstance(raw, dict) else None
-    objective = OBJECTIVES.get(name) if isinstance(name, str) else None
+    if name is None and not (Path(run).expanduser() / "config.yaml").is_file():
+        return []
+    objective = objectives().get(name) if name else None
     if objective is None or objective.score is None:
         return [f"{KEY}.run: {run!r} is a {name!r} run, not a reward model; name a run trained with "
                 "objective: reward (its score is the reward), or use reward.function"]

@@ -27,8 +27,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from tunesmith.objectives import preference as pref
-from tunesmith.objectives.roles import Role, check_columns, no_packing
+from tunesmith.data.roles import Role, check_columns, no_packing
+from tunesmith.objectives.feedback import preference as pref
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 

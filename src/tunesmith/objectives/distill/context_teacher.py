@@ -24,7 +24,7 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from tunesmith import tensor_cache
+import tunesmith.tensor_cache as tensor_cache
 from tunesmith.errors import TunesmithError
 
 log = logging.getLogger("tunesmith")
@@ -147,7 +147,7 @@ def model_identity(cfg) -> dict:
     """What the base model's outputs depend on (the teacher is the base)."""
     from tunesmith.methods.registry import METHODS
     from tunesmith.modeling import model_path
-    from tunesmith.objectives.distill_teacher import files_digest
+    from tunesmith.objectives.distill.teacher import files_digest
 
     path = model_path(cfg.model)
     weights = files_digest(Path(path)) if Path(path).is_dir() else None
@@ -193,7 +193,7 @@ def outputs(model, tokenizer, features, cfg, temperature: float) -> dict:
 
     from tunesmith.assets import cache_dir
     from tunesmith.generation import complete
-    from tunesmith.objectives.distill_teacher import lm_outputs
+    from tunesmith.objectives.distill.teacher import lm_outputs
 
     o = cfg.objective
     prompts = [list(p) for p in features["teacher_input_ids"]]

@@ -1,0 +1,5 @@
+"""`python -m tunesmith.cli ...`: the same commands as `tunesmith ...`."""
+
+from tunesmith.cli import main
+
+main()

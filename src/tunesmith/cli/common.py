@@ -1,0 +1,74 @@
+"""What every `tunesmith` command shares: the app, the consoles, `call` (a TunesmithError prints as one line and
+exits 2), `start` (check what can be checked before torch loads, then set up logging), and shared help texts.
+The commands themselves live beside this module, one module per group; cli/__init__.py imports them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from tunesmith.errors import TunesmithError
+
+app = typer.Typer(help="Fine-tune pretrained language models and measure what each method bought and cost.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)])
+    logging.getLogger("tunesmith").setLevel(logging.DEBUG if verbose else logging.INFO)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # weight-loading bars; the Trainer keeps its own
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+def start(verbose: bool = False, *, config: Path | None = None, overrides=None, runs: list[Path] = ()) -> None:
+    """Check what can be checked without torch and transformers (the config, the run folders) so that a mistake is
+    reported in about a second; then set up logging, which imports them."""
+    if config is not None:
+        from tunesmith.config import load_config
+
+        quiet = logging.getLogger("tunesmith")
+        level, quiet.level = quiet.level, logging.ERROR  # notes are logged once, when the command reads it again
+        try:
+            call(load_config, config, list(overrides or []))
+        finally:
+            quiet.setLevel(level)
+    if runs:
+        from tunesmith.runs import check_run_folder
+
+        for run_dir in runs:
+            call(check_run_folder, run_dir)
+    setup_logging(verbose)
+
+
+def call(fn, *args, **kwargs):
+    """Call the API; a TunesmithError prints as one message without a traceback and exits 2."""
+    try:
+        return fn(*args, **kwargs)
+    except TunesmithError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def fail(message: str):
+    raise TunesmithError(message)
+
+
+TRUST_HELP = ("Let the model run the Python code that ships with it (its auto_map). Off unless given here: a config's "
+              "model.trust_remote_code alone never runs code.")
+
+

@@ -1,0 +1,77 @@
+"""`tunesmith serve / score`: answer requests with finished runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from tunesmith.cli.common import TRUST_HELP, app, call, console, err_console, start
+
+
+@app.command()
+def serve(
+    run_dirs: Optional[list[str]] = typer.Argument(None, help="Run folders to serve, each RUN_DIR or NAME=RUN_DIR (default name: the folder's). Adapter runs on one base share it."),
+    model: Optional[list[str]] = typer.Option(None, "--model", help="Also serve a plain model: catalog name, local folder or hub id (repeatable)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on: this machine only unless you give another (then set an API key)."),
+    port: int = typer.Option(8000, "--port"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TUNESMITH_API_KEY", show_envvar=True, help="Clients must send 'Authorization: Bearer KEY'."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Serve runs over an OpenAI-compatible API: each base loaded once, its adapters picked per request by `model`."""
+    from tunesmith.serve.registry import parse_specs
+
+    if not run_dirs and not model:
+        err_console.print("[bold red]error:[/] give run folders to serve (RUN_DIR or NAME=RUN_DIR) or --model NAME")
+        raise typer.Exit(2)
+    specs = call(parse_specs, list(run_dirs or []))  # folder mistakes are reported before torch loads
+    start(verbose)
+
+    from tunesmith.serve.server import serve as run_server
+
+    def ready(registry):
+        table = Table(title=f"serving on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
+        for col in ("model", "kind", "objective", "parent"):
+            table.add_column(col)
+        for s in registry.models.values():
+            table.add_row(s.name, s.kind, s.objective or "", s.parent or "")
+        console.print(table)
+
+    call(run_server, specs, list(model or []), host=host, port=port, api_key=api_key,
+         trust_remote_code=trust_remote_code, on_ready=ready)
+
+
+@app.command()
+def score(
+    run_dir: Path = typer.Argument(..., help="A reward run folder."),
+    texts: list[str] = typer.Argument(..., help="Responses to score."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="The prompt the responses answer (read as in training)."),
+    as_json: bool = typer.Option(False, "--json"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+):
+    """Score responses with a reward model run: one reward per text (higher is better)."""
+    start(runs=[run_dir])
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from tunesmith.runs import Run
+
+    run = call(Run, run_dir, trust_remote_code=trust_remote_code)
+    rows = [{"prompt": prompt, "response": text} for text in texts]
+    rewards = call(run.score, rows)
+    if as_json:
+        print(json.dumps([{**row, "reward": r} for row, r in zip(rows, rewards)], indent=2))
+        return
+    table = Table(title=f"prompt: {escape(prompt)}" if prompt else None)
+    table.add_column("response", overflow="fold")
+    table.add_column("reward", justify="right")
+    for text, r in zip(texts, rewards):
+        table.add_row(escape(text), f"{r:+.4f}")
+    console.print(table)
+
+
