@@ -142,6 +142,45 @@ def test_owner_page_and_api(studio):
     assert exported.status_code == 200 and len(exported.text.splitlines()) == 3  # ann's 3; bob's ties are skipped
 
 
+def heading(html: str) -> str:
+    return re.search(r"<h1>(.*?)</h1>", html).group(1)
+
+
+def test_error_pages_say_what_happened(studio):
+    """Issue 22 item 8: each error page is titled for what went wrong (an unknown export format is not "Not
+    saved"), and the export's lists the formats that exist, as links; the JSON API keeps {"error": ...}."""
+    path, owner, tokens = studio
+    client = TestClient(create_app(path))
+    ann = tokens["ann"]
+    wrong = client.get(f"/o/{owner}/export/xml.jsonl")
+    assert wrong.status_code == 400 and heading(wrong.text) == "Unknown export format", wrong.text
+    assert "Not saved" not in wrong.text and "&#39;xml&#39;" in wrong.text and "pairs, ratings, kto" in wrong.text
+    for fmt in ("pairs", "ratings", "kto"):
+        assert f'href="/o/{owner}/export/{fmt}.jsonl"' in wrong.text, fmt
+        assert client.get(f"/o/{owner}/export/{fmt}.jsonl").status_code == 200
+    assert f'href="/o/{owner}"' in wrong.text  # a way back to the study
+    evil = client.get(f"/o/{owner}/export/%3Cscript%3E.jsonl")
+    assert evil.status_code == 400 and "<script>" not in evil.text and "&lt;script&gt;" in evil.text
+    assert heading(client.get(f"/o/{ann}/export/xml.jsonl").text) == "Link not valid"  # the token comes first
+    for url in (f"/r/{ann}x", f"/o/{owner}x", f"/r/{owner}/answers"):
+        reply = client.get(url)
+        assert reply.status_code == 403 and heading(reply.text) == "Link not valid", url
+    for url in ("/", "/nowhere", f"/r/{ann}/nowhere"):
+        reply = client.get(url)
+        assert reply.status_code == 403 and heading(reply.text) == "Personal link needed", url
+    page = client.get(f"/r/{ann}").text
+    answer = form_task(page)
+    forged = client.post(f"/r/{ann}/answer", data={**answer, "csrf": "forged"})
+    assert forged.status_code == 403 and heading(forged.text) == "Not saved" and f'href="/r/{ann}"' in forged.text
+    no_session = TestClient(create_app(path)).post(f"/r/{ann}/undo", data={"csrf": csrf_of(page)})
+    assert no_session.status_code == 403 and heading(no_session.text) == "Nothing undone"
+    off_scale = client.post(f"/r/{ann}/answer", data={**answer, "rating": "7", "verdict": "", "csrf": csrf_of(page)})
+    assert off_scale.status_code == 400 and heading(off_scale.text) == "Not saved"
+    api = client.post(f"/r/{ann}/api/answer", json={"task_id": answer["task_id"]}, headers={"X-CSRF-Token": "forged"})
+    assert api.status_code == 403 and "CSRF" in api.json()["error"]
+    assert db.open_studio(path).execute("SELECT count(*) FROM answers").fetchone()[0] == 0
+
+
 def test_two_raters_answering_at_once_lose_and_duplicate_nothing(tmp_path):
     path, _ = make_study(tmp_path, prompts=50, samples=2)  # 200 single + 100 pair tasks
     tokens = {name: queue.add_rater(path, name) for name in ("ann", "bob")}

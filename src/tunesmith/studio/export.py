@@ -24,6 +24,8 @@ from tunesmith.errors import TunesmithError
 from tunesmith.studio.db import open_studio
 
 FORMATS = ("pairs", "ratings", "kto")
+COLUMNS = {"pairs": "prompt, chosen, rejected: reward, dpo", "ratings": "prompt, response, rating: reward",
+           "kto": "prompt, completion, label: kto"}  # what each format holds and which objectives read it
 
 PAIR_ANSWERS = """
 SELECT a.id, a.verdict, a.comment, r.name AS rater, p.text AS prompt, t.id AS task,
@@ -148,11 +150,16 @@ def export_rows(studio_dir: str | Path, fmt: str, majority: bool = False) -> tup
         raise TunesmithError("--majority applies to --format pairs (one row per pair of responses)")
     conn = open_studio(studio_dir)
     try:
-        if fmt == "pairs":
-            return pair_rows(conn, majority)
-        return rating_rows(conn) if fmt == "ratings" else kto_rows(conn)
+        return rows_for(conn, fmt, majority)
     finally:
         conn.close()
+
+
+def rows_for(conn, fmt: str, majority: bool = False) -> tuple[list[dict], Counter]:
+    """The rows of one of FORMATS (checked by the caller) from an open studio database."""
+    if fmt == "pairs":
+        return pair_rows(conn, majority)
+    return rating_rows(conn) if fmt == "ratings" else kto_rows(conn)
 
 
 def to_jsonl(rows: list[dict]) -> str:
