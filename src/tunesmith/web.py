@@ -46,8 +46,8 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as err:
         sock.close()
         if err.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", None)):
-            raise TunesmithError(f"--port {port}: the port is already in use on {host} (another server, or this one "
-                                 "still running?); stop that server or choose another port with --port") from None
+            raise TunesmithError(f"--port {port}: the port is already in use on {host} (another server listens "
+                                 f"there); stop that server or choose another port, e.g. --port {port + 1}") from None
         if err.errno == errno.EACCES:
             raise TunesmithError(f"--port {port}: not allowed to listen on {host}:{port} (ports below 1024 need "
                                  "administrator rights); choose another port with --port, e.g. --port 8000") from None
@@ -106,13 +106,17 @@ def claim_folder(folder: str | Path, what: str, *, host: str, port: int, name: s
     path = Path(folder) / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        if not _lock(fd):
-            other = _read_lock(path)
+        locked = _lock(fd)
+        other = _read_lock(path, wait=locked is False)
+        if locked is None:  # no OS locks on this file system: held while the pid written there lives (this machine)
+            locked = other.get("hostname", socket.gethostname()) != socket.gethostname() or not _alive(other.get("pid"))
+        if not locked:
             held = (f"pid {other.get('pid', '?')}, port {other.get('port', '?')}"
                     + (f" on {other['hostname']}" if other.get("hostname") not in (None, socket.gethostname()) else ""))
-            raise TunesmithError(f"{folder}: another `{what}` is serving this folder ({held}); two servers on one "
-                                 f"folder would hand out the same work twice. Use that one (http://{other.get('host', '127.0.0.1')}:"
-                                 f"{other.get('port', '?')}), or stop it first (kill {other.get('pid', 'PID')})")
+            host_ = str(other.get("host", "127.0.0.1"))
+            url = f"http://{f'[{host_}]' if ':' in host_ else host_}:{other.get('port', '?')}"
+            raise TunesmithError(f"{folder}: another `{what}` is already serving this folder ({held}); one server per "
+                                 f"folder. Use that one ({url}), or stop it (kill {other.get('pid', 'PID')}) first")
         mine = {"pid": os.getpid(), "host": host, "port": port, "hostname": socket.gethostname(), "started": time.time()}
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
@@ -129,9 +133,9 @@ def claim_folder(folder: str | Path, what: str, *, host: str, port: int, name: s
             os.close(fd)
 
 
-def _lock(fd: int) -> bool:
-    """Take the operating system's lock on an open file without waiting; False when another process holds it. The
-    lock ends with the process, however it ends."""
+def _lock(fd: int) -> bool | None:
+    """Take the operating system's lock on an open file without waiting; False when another process holds it, None
+    when the file system has no such locks. The lock ends with the process, however it ends."""
     try:
         import fcntl
     except ImportError:  # Windows: lock one byte far past the text, so that readers can still read it
@@ -147,14 +151,33 @@ def _lock(fd: int) -> bool:
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
+    except OSError as err:
+        return False if err.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES) else None
     return True
 
 
-def _read_lock(path: Path) -> dict:
-    try:
-        found = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        return {}
+def _read_lock(path: Path, wait: bool = False) -> dict:
+    """What the lock file says; with `wait`, give a server that has just taken the lock a moment to write it."""
+    for _ in range(20 if wait else 1):
+        try:
+            found = json.loads(path.read_text() or "{}")
+        except (OSError, ValueError):
+            found = {}
+        if found or not wait:
+            break
+        time.sleep(0.05)
     return found if isinstance(found, dict) else {}
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # it exists, under another user
+        return True
+    except OSError:
+        return False
+    return True

@@ -198,5 +198,17 @@ def test_studio_serve_refuses_a_second_server(tmp_path):
         started = time.time()
         result = CliRunner().invoke(cli_app, ["studio", "serve", str(studio), "--no-generate", "--port", "0"])
     assert result.exit_code == 2 and "Traceback" not in result.output and time.time() - started < 30
-    assert "another `tunesmith studio serve` is serving this folder" in result.output
+    assert "another `tunesmith studio serve` is already serving this folder" in result.output
     assert f"pid {os.getpid()}, port 8765" in result.output
+
+
+def test_without_os_locks_the_pid_in_the_file_decides(tmp_path, monkeypatch):
+    monkeypatch.setattr("tunesmith.web._lock", lambda fd: None)  # a file system without flock
+    with claim_folder(tmp_path, "tunesmith studio serve", host="127.0.0.1", port=8765):
+        with pytest.raises(TunesmithError, match=f"pid {os.getpid()}, port 8765"):
+            with claim_folder(tmp_path, "tunesmith studio serve", host="127.0.0.1", port=9000):
+                pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "server.lock").write_text(json.dumps({"pid": int(dead.stdout), "port": 1, "hostname": socket.gethostname()}))
+    with claim_folder(tmp_path, "tunesmith studio serve", host="127.0.0.1", port=9000):  # a dead pid: taken over
+        assert json.loads((tmp_path / "server.lock").read_text())["pid"] == os.getpid()
