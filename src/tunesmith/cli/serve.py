@@ -29,7 +29,7 @@ def serve(
     """Serve runs over an OpenAI-compatible API: each base loaded once, its adapters picked per request by `model`."""
     from tunesmith.serve.limits import Limits
     from tunesmith.serve.registry import parse_specs
-    from tunesmith.web import bind
+    from tunesmith.web import address, bind
 
     if not run_dirs and not model:
         err_console.print("[bold red]error:[/] give run folders to serve (RUN_DIR or NAME=RUN_DIR) or --model NAME")
@@ -42,7 +42,7 @@ def serve(
     from tunesmith.serve.server import serve as run_server
 
     def ready(registry):
-        table = Table(title=f"serving on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
+        table = Table(title=f"serving on {address(sock)}/v1" + (" (API key required)" if api_key else ""))
         for col in ("model", "kind", "objective", "parent"):
             table.add_column(col)
         for s in registry.models.values():
