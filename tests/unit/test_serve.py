@@ -2,6 +2,7 @@
 Llama base with two chat-sft LoRA runs on it, and two tiny BERT classify runs (an adapter and a whole model)."""
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -276,6 +277,7 @@ def test_cli(runs, monkeypatch, tmp_path):
     assert result.exit_code == 2 and "share the name" in result.output
     calls = []
     monkeypatch.setattr("tunesmith.serve.server.serve", lambda specs, models, **kw: calls.append((specs, models, kw)))
+    monkeypatch.setattr("tunesmith.web.bind", lambda host, port: socket.socket())  # port 8000 may be in use here
     monkeypatch.setenv("TUNESMITH_API_KEY", "from-env")
     assert runner.invoke(cli_app, ["serve", f"a={runs['chat-a'].dir}", "--model", "smollm2-135m-instruct"]).exit_code == 0
     (specs, models, options), = calls

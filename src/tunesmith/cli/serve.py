@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from tunesmith.cli.common import TRUST_HELP, app, call, console, err_console, start
+from tunesmith.serve.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PROMPTS, DEFAULT_MAX_REQUEST_TOKENS
 
 
 @app.command()
@@ -19,30 +20,40 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on: this machine only unless you give another (then set an API key)."),
     port: int = typer.Option(8000, "--port"),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TUNESMITH_API_KEY", show_envvar=True, help="Clients must send 'Authorization: Bearer KEY'."),
+    max_prompts: int = typer.Option(DEFAULT_MAX_PROMPTS, "--max-prompts", min=1, help="Most prompts in one /v1/completions request (and inputs in one /v1/classify or /v1/score request)."),
+    max_body_bytes: int = typer.Option(DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1, help="Largest request body, in bytes."),
+    max_request_tokens: int = typer.Option(DEFAULT_MAX_REQUEST_TOKENS, "--max-request-tokens", min=1, help="Most new tokens one request may ask for: prompts x n x max_tokens (a default max_tokens is cut to fit)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Serve runs over an OpenAI-compatible API: each base loaded once, its adapters picked per request by `model`."""
+    from tunesmith.serve.limits import Limits
     from tunesmith.serve.registry import parse_specs
+    from tunesmith.web import address, bind
 
     if not run_dirs and not model:
         err_console.print("[bold red]error:[/] give run folders to serve (RUN_DIR or NAME=RUN_DIR) or --model NAME")
         raise typer.Exit(2)
     specs = call(parse_specs, list(run_dirs or []))  # folder mistakes are reported before torch loads
+    sock = call(bind, host, port)  # and a port in use before any model loads
+    limits = Limits(max_prompts, max_body_bytes, max_request_tokens)
     start(verbose)
 
     from tunesmith.serve.server import serve as run_server
 
     def ready(registry):
-        table = Table(title=f"serving on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
+        table = Table(title=f"serving on {address(sock)}/v1" + (" (API key required)" if api_key else ""))
         for col in ("model", "kind", "objective", "parent"):
             table.add_column(col)
         for s in registry.models.values():
             table.add_row(s.name, s.kind, s.objective or "", s.parent or "")
         console.print(table)
 
-    call(run_server, specs, list(model or []), host=host, port=port, api_key=api_key,
-         trust_remote_code=trust_remote_code, on_ready=ready)
+    try:
+        call(run_server, specs, list(model or []), host=host, port=port, api_key=api_key,
+             trust_remote_code=trust_remote_code, limits=limits, sock=sock, on_ready=ready)
+    finally:
+        sock.close()
 
 
 @app.command()

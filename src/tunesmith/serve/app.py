@@ -3,7 +3,8 @@ POST /v1/classify and /v1/score (tunesmith's own, for classify and reward runs) 
 
 A request is checked and its prompt formatted here, then handed to its model's worker (registry.py) and awaited,
 so the event loop stays free while models work; a stream receives text as it is generated. Errors come in
-OpenAI's shape, {"error": {"message", "type", "param", "code"}}, with OpenAI's status codes.
+OpenAI's shape, {"error": {"message", "type", "param", "code"}}, with OpenAI's status codes. The routes are plain
+functions on `router`; the registry and the limits (limits.py) they serve are on `app.state`.
 """
 
 from __future__ import annotations
@@ -13,32 +14,39 @@ import json
 import secrets
 import threading
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from tunesmith.errors import TunesmithError
 from tunesmith.serve import models as shapes
+from tunesmith.serve.errors import APIError
+from tunesmith.serve.limits import BodyLimit, Limits
 from tunesmith.serve.registry import Registry, Served, UnknownModel
 
-
-class APIError(Exception):
-    """An error answered in OpenAI's shape with an HTTP status."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
+__all__ = ["APIError", "create_app", "router"]
 
 
 class _Abandoned(Exception):
     """The client of a stream went away: its generation stops early."""
 
 
-def create_app(registry: Registry, api_key: str | None = None) -> FastAPI:
-    """The FastAPI app serving `registry`; with `api_key`, every /v1 route wants `Authorization: Bearer KEY`."""
+def create_app(registry: Registry, api_key: str | None = None, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI app serving `registry`; with `api_key`, every /v1 route wants `Authorization: Bearer KEY`;
+    `limits` caps what one request may ask (default: `Limits()`)."""
     app = FastAPI(title="tunesmith serve", description="OpenAI-compatible API over tunesmith runs", version="1")
+    app.state.registry, app.state.limits = registry, limits or Limits()
+    app.add_middleware(BodyLimit, limit=app.state.limits.max_body_bytes)
+    if api_key is not None:  # added last, so it runs first: 401 before any 400, as OpenAI answers
+        app.middleware("http")(_authorizer(api_key))
+    for error, handler in _HANDLERS.items():
+        app.add_exception_handler(error, handler)
+    app.include_router(router)
+    return app
 
+
+def _authorizer(api_key: str):
     async def authorized(request: Request, call_next):
         """With an API key, /v1 wants it before anything else is read (as OpenAI answers 401 before 400)."""
         if not request.url.path.startswith("/v1/"):
@@ -54,99 +62,134 @@ def create_app(registry: Registry, api_key: str | None = None) -> FastAPI:
             return await call_next(request)
         return JSONResponse(shapes.error_body(message, code="invalid_api_key"), status_code=401)
 
-    if api_key is not None:
-        app.middleware("http")(authorized)
+    return authorized
 
-    def lookup(name: str) -> Served:
-        try:
-            return registry.get(name)
-        except UnknownModel as err:
-            raise APIError(404, str(err), param="model", code="model_not_found") from None
 
-    @app.exception_handler(APIError)
-    async def _api_error(request, err: APIError):
-        return JSONResponse(shapes.error_body(err.message, err.param, err.code), status_code=err.status)
+# --- errors, in OpenAI's shape -------------------------------------------------------------------------------------
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request, err: RequestValidationError):
-        problems = err.errors()
-        fields = [".".join(str(p) for p in e["loc"][1:]) or "body" for e in problems]
-        said = [f"Unrecognized request argument supplied: {f}" if e["type"] == "extra_forbidden" else
-                f"{f}: {e['msg'].removeprefix('Value error, ')}" for f, e in zip(fields, problems)]
-        return JSONResponse(shapes.error_body("; ".join(said), fields[0] if fields else None), status_code=400)
 
-    @app.exception_handler(HTTPException)
-    async def _http(request, err: HTTPException):
-        return JSONResponse(shapes.error_body(str(err.detail)), status_code=err.status_code)
+async def _api_error(request, err: APIError):
+    return JSONResponse(shapes.error_body(err.message, err.param, err.code), status_code=err.status)
 
-    @app.exception_handler(TunesmithError)
-    async def _tunesmith(request, err: TunesmithError):
-        return JSONResponse(shapes.error_body(str(err)), status_code=400)
 
-    @app.exception_handler(Exception)
-    async def _crash(request, err: Exception):  # a bug: still answered in OpenAI's shape
-        return JSONResponse(shapes.error_body(f"{type(err).__name__}: {err}", type_="server_error"), status_code=500)
+async def _invalid(request, err: RequestValidationError):
+    problems = err.errors()
+    if problems and problems[0]["type"] == "json_invalid":  # loc is ("body", character offset): no parameter
+        at, why = problems[0]["loc"][-1], (problems[0].get("ctx") or {}).get("error")
+        message = f"the request body is not valid JSON (at character {at}" + (f": {why})" if why else ")")
+        return JSONResponse(shapes.error_body(message), status_code=400)
+    fields = [".".join(str(p) for p in e["loc"][1:]) or "body" for e in problems]
+    said = [f"Unrecognized request argument supplied: {f}" if e["type"] == "extra_forbidden" else
+            f"{f}: {e['msg'].removeprefix('Value error, ')}" + _given(e) for f, e in zip(fields, problems)]
+    return JSONResponse(shapes.error_body("; ".join(said), fields[0] if fields else None), status_code=400)
 
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "models": list(registry.models)}
 
-    @app.get("/v1/models")
-    async def list_models():
-        return {"object": "list", "data": [shapes.model_card(s) for s in registry.models.values()]}
+def _given(problem: dict) -> str:
+    """', got the string "8"' for a value of the wrong type (numbers and booleans are strict, as OpenAI's)."""
+    kind = {str: "the string", bool: "the boolean", int: "the integer", float: "the number"}.get(type(problem.get("input")))
+    if not problem["type"].endswith("_type") or kind is None:
+        return ""
+    return f", got {kind} {json.dumps(problem['input'])[:40]}"
 
-    @app.get("/v1/models/{name:path}")
-    async def get_model(name: str):
-        return shapes.model_card(lookup(name))
 
-    @app.post("/v1/chat/completions")
-    async def chat(req: shapes.ChatRequest):
-        served = _generator(lookup(req.model))
-        ids = _format(served.chat_ids, [m.as_dict() for m in req.messages], param="messages")
-        wanted = req.max_tokens or req.max_completion_tokens
-        options = req.sampling(_fit(served, [ids], wanted, shapes.DEFAULT_CHAT_TOKENS, "messages"))
-        rid = shapes.new_id("chatcmpl")
-        if req.stream:
-            return _sse(_chat_events(served, rid, req, ids, options))
-        completions = await _job(served, lambda: served.complete([ids], **options))
-        return shapes.chat_response(rid, served.name, completions, len(ids))
+async def _http(request, err: HTTPException):
+    return JSONResponse(shapes.error_body(str(err.detail)), status_code=err.status_code)
 
-    @app.post("/v1/completions")
-    async def completions(req: shapes.CompletionRequest):
-        served = _generator(lookup(req.model))
-        prompts = [_format(served.text_ids, p, param="prompt") for p in req.prompts()]
-        if any(not p for p in prompts):
-            raise APIError(400, "prompt: an empty prompt; give some text or token ids", param="prompt")
-        options = req.sampling(_fit(served, prompts, req.max_tokens, shapes.DEFAULT_COMPLETION_TOKENS, "prompt"))
-        rid = shapes.new_id("cmpl")
-        if req.stream:
-            return _sse(_completion_events(served, rid, req, prompts, options))
-        done = await _job(served, lambda: served.complete(prompts, **options))
-        return shapes.completion_response(rid, served.name, done, [len(p) for p in prompts])
 
-    @app.post("/v1/classify")
-    async def classify(req: shapes.ClassifyRequest):
-        served = lookup(req.model)
-        if not served.classifies:
-            raise APIError(400, f"{served.name!r} predicts no labels ({_what(served)}); /v1/classify takes a classify "
-                                "run", param="model")
-        texts = [req.input] if isinstance(req.input, str) else req.input
-        predictions = await _job(served, lambda: served.predict(texts))
-        return {"object": "list", "model": served.name,
-                "data": [{"object": "classification", "index": i, **p} for i, p in enumerate(predictions)]}
+async def _tunesmith(request, err: TunesmithError):
+    return JSONResponse(shapes.error_body(str(err)), status_code=400)
 
-    @app.post("/v1/score")
-    async def score(req: shapes.ScoreRequest):
-        served = lookup(req.model)
-        if not served.scores:
-            raise APIError(400, f"{served.name!r} scores nothing ({_what(served)}); /v1/score takes a reward model run",
-                           param="model")
-        rows = [req.input] if isinstance(req.input, dict) else req.input
-        values = await _job(served, lambda: served.score(rows))
-        return {"object": "list", "model": served.name,
-                "data": [{"object": "score", "index": i, "score": float(v)} for i, v in enumerate(values)]}
 
-    return app
+async def _crash(request, err: Exception):  # a bug: still answered in OpenAI's shape
+    return JSONResponse(shapes.error_body(f"{type(err).__name__}: {err}", type_="server_error"), status_code=500)
+
+
+_HANDLERS = {APIError: _api_error, RequestValidationError: _invalid, HTTPException: _http,
+             TunesmithError: _tunesmith, Exception: _crash}
+
+
+# --- routes --------------------------------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+def _lookup(request: Request, name: str) -> Served:
+    try:
+        return request.app.state.registry.get(name)
+    except UnknownModel as err:
+        raise APIError(404, str(err), param="model", code="model_not_found") from None
+
+
+@router.get("/health")
+async def health(request: Request):
+    return {"status": "ok", "models": list(request.app.state.registry.models)}
+
+
+@router.get("/v1/models")
+async def list_models(request: Request):
+    return {"object": "list", "data": [shapes.model_card(s) for s in request.app.state.registry.models.values()]}
+
+
+@router.get("/v1/models/{name:path}")
+async def get_model(name: str, request: Request):
+    return shapes.model_card(_lookup(request, name))
+
+
+@router.post("/v1/chat/completions")
+async def chat(req: shapes.ChatRequest, request: Request):
+    served = _generator(_lookup(request, req.model))
+    ids = _format(served.chat_ids, [m.as_dict() for m in req.messages], param="messages")
+    wanted = req.max_tokens or req.max_completion_tokens
+    fitted = _fit(served, [ids], wanted, shapes.DEFAULT_CHAT_TOKENS, "messages")
+    options = req.sampling(request.app.state.limits.max_new_tokens(1, req.n, wanted, fitted))
+    rid = shapes.new_id("chatcmpl")
+    if req.stream:
+        return _sse(_chat_events(served, rid, req, ids, options))
+    completions = await _job(served, lambda: served.complete([ids], **options))
+    return shapes.chat_response(rid, served.name, completions, len(ids))
+
+
+@router.post("/v1/completions")
+async def completions(req: shapes.CompletionRequest, request: Request):
+    served, limits = _generator(_lookup(request, req.model)), request.app.state.limits
+    texts = req.prompts()
+    limits.check_count(len(texts), "prompt")
+    prompts = [_format(served.text_ids, p, param="prompt") for p in texts]
+    if any(not p for p in prompts):
+        raise APIError(400, "prompt: an empty prompt; give some text or token ids", param="prompt")
+    fitted = _fit(served, prompts, req.max_tokens, shapes.DEFAULT_COMPLETION_TOKENS, "prompt")
+    options = req.sampling(limits.max_new_tokens(len(prompts), req.n, req.max_tokens, fitted))
+    rid = shapes.new_id("cmpl")
+    if req.stream:
+        return _sse(_completion_events(served, rid, req, prompts, options))
+    done = await _job(served, lambda: served.complete(prompts, **options))
+    return shapes.completion_response(rid, served.name, done, [len(p) for p in prompts])
+
+
+@router.post("/v1/classify")
+async def classify(req: shapes.ClassifyRequest, request: Request):
+    served = _lookup(request, req.model)
+    if not served.classifies:
+        raise APIError(400, f"{served.name!r} predicts no labels ({_what(served)}); /v1/classify takes a classify "
+                            "run", param="model")
+    texts = [req.input] if isinstance(req.input, str) else req.input
+    request.app.state.limits.check_count(len(texts), "input", "inputs")
+    predictions = await _job(served, lambda: served.predict(texts))
+    return {"object": "list", "model": served.name,
+            "data": [{"object": "classification", "index": i, **p} for i, p in enumerate(predictions)]}
+
+
+@router.post("/v1/score")
+async def score(req: shapes.ScoreRequest, request: Request):
+    served = _lookup(request, req.model)
+    if not served.scores:
+        raise APIError(400, f"{served.name!r} scores nothing ({_what(served)}); /v1/score takes a reward model run",
+                       param="model")
+    rows = [req.input] if isinstance(req.input, dict) else req.input
+    request.app.state.limits.check_count(len(rows), "input", "inputs")
+    values = await _job(served, lambda: served.score(rows))
+    return {"object": "list", "model": served.name,
+            "data": [{"object": "score", "index": i, "score": float(v)} for i, v in enumerate(values)]}
 
 
 def _what(served: Served) -> str:

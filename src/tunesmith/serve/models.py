@@ -4,7 +4,8 @@ Requests are pydantic models that refuse what they do not know, as OpenAI does (
 so a misspelt option is an error naming it rather than silently ignored. Options OpenAI has and this server does
 not implement (penalties, logprobs, tools, JSON mode...) are accepted only at their neutral value (0, null,
 false, empty), because clients often send those. `top_k` is not OpenAI's but vLLM's extension, sent through the
-client's `extra_body`. Responses are plain dicts built by the functions at the end.
+client's `extra_body`. Numbers and booleans are strict, as OpenAI's are: `"max_tokens": "8"` or `"n": true` is a
+400, not silently read as 8 or 1. Responses are plain dicts built by the functions at the end (errors: errors.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tunesmith.serve.errors import error_body  # noqa: F401 (responses: the error shape too)
 
 DEFAULT_CHAT_TOKENS = 256  # max_tokens when a chat request gives none (and the context leaves room)
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
@@ -32,18 +35,18 @@ class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
-    max_tokens: int | None = Field(None, ge=1, description="Most new tokens per completion (default: see each endpoint).")
-    temperature: float | None = Field(None, ge=0, le=2, description="0: greedy; default 1 (sampled), as OpenAI's.")
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0, description="Not OpenAI's (vLLM's extension): sample from the k best; 0: off.")
-    n: int = Field(1, ge=1, le=MAX_N)
+    max_tokens: int | None = Field(None, ge=1, strict=True, description="Most new tokens per completion (default: see each endpoint).")
+    temperature: float | None = Field(None, ge=0, le=2, strict=True, description="0: greedy; default 1 (sampled), as OpenAI's.")
+    top_p: float | None = Field(None, gt=0, le=1, strict=True)
+    top_k: int | None = Field(None, ge=0, strict=True, description="Not OpenAI's (vLLM's extension): sample from the k best; 0: off.")
+    n: int = Field(1, ge=1, le=MAX_N, strict=True)
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, description="The same seed, prompt and options give the same samples.")
-    stream: bool = False
+    seed: int | None = Field(None, strict=True, description="The same seed, prompt and options give the same samples.")
+    stream: bool = Field(False, strict=True)
     stream_options: dict | None = None
     user: str | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: float | None = Field(None, strict=True)
+    frequency_penalty: float | None = Field(None, strict=True)
     logit_bias: dict | None = None
 
     @field_validator("stop")
@@ -91,15 +94,15 @@ class Message(BaseModel):
 
 class ChatRequest(_Options):
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name for max_tokens.")
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True, description="OpenAI's newer name for max_tokens.")
+    logprobs: bool | None = Field(None, strict=True)
+    top_logprobs: int | None = Field(None, strict=True)
     tools: list | None = None
     tool_choice: Any = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: bool | None = Field(None, strict=True)
     response_format: dict | None = None
     metadata: dict | None = None
-    store: bool | None = None
+    store: bool | None = Field(None, strict=True)
 
     @field_validator("logprobs", "top_logprobs", "tools")
     @classmethod
@@ -121,10 +124,10 @@ class ChatRequest(_Options):
 
 class CompletionRequest(_Options):
     prompt: str | list[str] | list[int] | list[list[int]]
-    echo: bool | None = None
+    echo: bool | None = Field(None, strict=True)
     suffix: str | None = None
-    best_of: int | None = None
-    logprobs: int | None = None
+    best_of: int | None = Field(None, strict=True)
+    logprobs: int | None = Field(None, strict=True)
 
     @field_validator("prompt")
     @classmethod
@@ -212,8 +215,3 @@ def model_card(served) -> dict:
     """A /v1/models entry: OpenAI's fields, plus `parent` (an adapter's base), as vLLM lists LoRA adapters."""
     return {"id": served.name, "object": "model", "created": served.created, "owned_by": "tunesmith",
             "parent": served.parent, "kind": served.kind, "objective": served.objective}
-
-
-def error_body(message: str, param: str | None = None, code: str | None = None,
-               type_: str = "invalid_request_error") -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
