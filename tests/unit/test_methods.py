@@ -33,7 +33,7 @@ INTENDED = {
     "adalora": lambda n: "lora_" in n or "modules_to_save" in n,
     "dylora": lambda n: "lora_" in n or "modules_to_save" in n,
 }
-# The README's support table: every method on the objectives that learn from text and labels. The feedback
+# docs/methods.md's support table: every method on the objectives that learn from text and labels. The feedback
 # objectives (reward, dpo, kto, rl) test their methods in their own files (test_reward.py, test_preference.py, test_rl.py).
 TABLE_OBJECTIVES = ("classify", "causal_lm", "sft")
 CASES = [(m, o) for m in METHODS for o in TABLE_OBJECTIVES if o not in METHODS[m].unsupported and m not in GPU_ONLY]
@@ -87,7 +87,7 @@ def test_method_trains_intended_parameters_and_reloads(method, objective, tiny_b
 def test_readme_support_table_matches_the_registry():
     from pathlib import Path
 
-    readme = Path(__file__).parents[2].joinpath("README.md").read_text()
+    readme = Path(__file__).parents[2].joinpath("docs/methods.md").read_text()
     table = readme[readme.index("| method \\ objective |"):].split("\n\n")[0].splitlines()[2:]
     cells = {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[2:5]] for row in table}
     assert set(cells) == set(METHODS)
