@@ -11,7 +11,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from tunesmith import hardware, modeling
+from tunesmith import hardware
 from tunesmith.cli import app
 from tunesmith.config import TrainConfig, load_config
 from tunesmith.errors import TunesmithError
@@ -20,7 +20,7 @@ from tunesmith.errors import TunesmithError
 def cpu(monkeypatch, flags: set[str], capability: str = "AVX2", name: str = "AMD EPYC"):
     """Pretend to be a machine without a GPU whose CPU has these feature flags."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(modeling, "_cpu_facts", lambda: (name, set(flags)))
+    monkeypatch.setattr(hardware, "_cpu_facts", lambda: (name, set(flags)))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
 
 
