@@ -20,6 +20,7 @@ per token (log p / tokens) where raw log-probabilities are compared:
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import numpy as np
@@ -32,6 +33,7 @@ from tunesmith.schema import Section
 
 TRUE_WORDS = ("true", "1", "yes", "good", "desirable")
 FALSE_WORDS = ("false", "0", "no", "bad", "undesirable")
+log = logging.getLogger("tunesmith")
 
 
 class KTOConfig(Section):
@@ -107,7 +109,46 @@ def check(cfg, dd, tokenizer) -> list[str]:
                             f"completion is desirable, and {rows} something else, the first "
                             f"{short_value(labels[bad[0]])} (prompt {short_value(prompts[bad[0]])}); use true/false, "
                             "1/0, yes/no, good/bad or desirable/undesirable")
-    return problems
+    return problems or one_sided(cfg, dd)
+
+
+# Which kind of row each of TRL's evaluation metrics needs in the eval split (train.metric_for_best_model)
+NEEDS = {"rewards/chosen": "desirable", "logps/chosen": "desirable", "rewards/rejected": "undesirable",
+         "logps/rejected": "undesirable", "rewards/margins": "both"}
+
+
+def one_sided(cfg, dd) -> list[str]:
+    """Labels of one kind only. In the training split KTO still trains, one-sidedly (a warning); in the eval split
+    the metrics that compare the kinds cannot be measured (a warning), and a train.metric_for_best_model that needs
+    the missing kind would stop the first evaluation (an error)."""
+    column = cfg.data.column("label")
+    counts = {}
+    for split, ds in dd.items():
+        labels = [desirable(v) for v in ds[column][:]]
+        counts[split] = (sum(labels), len(labels) - sum(labels))
+    good, bad = counts["train"]
+    if not good or not bad:
+        log.warning("%s (train split): every label in column %r is %s (%d desirable, %d undesirable): KTO's loss is "
+                    "then one-sided: it only %s the log-probability of these completions relative to the reference, "
+                    "with no %s example to contrast them with; add %s rows, or %s",
+                    cfg.data.source, column, "desirable" if good else "undesirable", good, bad,
+                    "raises" if good else "lowers", "undesirable" if good else "desirable", "undesirable" if good else "desirable",
+                    "train with objective sft on the desirable completions" if good else "check the labels")
+    good, bad = counts["eval"]
+    missing = "desirable" if not good else "undesirable" if not bad else None
+    if missing is None:
+        return []
+    metric = (cfg.train.metric_for_best_model or "").removeprefix("eval_")
+    if cfg.train.eval_strategy != "no" and NEEDS.get(metric) in (missing, "both"):
+        return [f"train.metric_for_best_model: {metric!r} needs {missing} rows in the eval split, and {cfg.data.source}'s "
+                f"eval split has {good} desirable and {bad} undesirable; TRL would stop at the first evaluation. Use "
+                f"eval_loss, or hold out both kinds (a larger data.eval_size, or a data.eval_split with both)"]
+    log.warning("%s (eval split): no %s row among the %d held out (%d desirable, %d undesirable): ranking_accuracy, "
+                "reward_accuracy, reward_margin and logp_gap cannot be measured (eval.json leaves them out)%s; hold out "
+                "both kinds: a larger data.eval_size, or a data.eval_split with both", cfg.data.source, missing,
+                good + bad, good, bad, ", nor eval_loss and perplexity (they read the desirable completions)"
+                if missing == "desirable" else "")
+    return []
 
 
 def tokenize(ds, tokenizer, cfg, task):

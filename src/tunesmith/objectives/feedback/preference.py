@@ -322,8 +322,11 @@ def ranking(good, bad) -> float:
 
 
 def nll_metrics(logps: np.ndarray, counts: np.ndarray) -> dict:
-    """eval_loss: mean negative log-likelihood per response token (token-weighted), and its perplexity."""
-    loss = float(-logps.sum() / max(counts.sum(), 1))
+    """eval_loss: mean negative log-likelihood per response token (token-weighted), and its perplexity; NaN (left
+    out of eval.json) when no token was scored (e.g. no desirable row held out)."""
+    if not counts.sum():
+        return {"eval_loss": float("nan"), "perplexity": float("nan"), "eval_tokens": 0}
+    loss = float(-logps.sum() / counts.sum())
     return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "eval_tokens": int(counts.sum())}
 
 

@@ -149,6 +149,8 @@ def _check_ratings(cfg, dd, column: str, report: bool) -> list[str]:
     scale, problems = rating_scale(cfg, values["train"], where["train"], rows["train"])
     if scale:
         problems += ratings.check_values(cfg, values["eval"], scale, where["eval"], column, rows["eval"])
+    else:  # every value that can never train, in both splits at once
+        problems += ratings.faults(values["eval"], where["eval"], column, rows["eval"])
     if scale and report and not problems:
         ratings.report(cfg, values, scale, column, rows)
     return problems
