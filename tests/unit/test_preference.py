@@ -200,6 +200,62 @@ def test_validate_reports_bad_data_with_exit_2(tiny_llama, tmp_path):
     assert result.exit_code == 2 and "are the same text" in result.output and "Traceback" not in result.output
 
 
+def test_labels_mixing_true_false_and_words_name_one_label_type(tiny_llama, tmp_path):
+    rows = [{"prompt": f"Q{i}?", "completion": "A.", "label": bool(i % 2)} for i in range(20)]
+    source = write_jsonl(tmp_path / "mixed.jsonl", rows + [{"prompt": "Q?", "completion": "A.", "label": "maybe"}])
+    path = tmp_path / "kto.yaml"
+    path.write_text(json.dumps(config(tiny_llama, str(source), {"name": "kto"})))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert 'a string on line 21 ("maybe")' in text and "join the parts of a list" not in text
+    assert 'write every label as true/false (the "maybe" on line 21 as true or false if it means one' in text
+    assert '"desirable"/"undesirable"' in text
+
+
+def _one_sided(tmp_path, desirable_rows: int, undesirable_rows: int) -> str:
+    rows = [{"prompt": f"Q{i}?", "completion": f"Answer {i}.", "label": i < desirable_rows}
+            for i in range(desirable_rows + undesirable_rows)]
+    return str(write_jsonl(tmp_path / f"labels-{desirable_rows}-{undesirable_rows}.jsonl", rows))
+
+
+@pytest.mark.parametrize("good,bad,kind", [(30, 0, "desirable"), (0, 30, "undesirable")])
+def test_labels_of_one_kind_warn_with_the_counts(tiny_llama, tmp_path, caplog, good, bad, kind):
+    import logging
+
+    cfg = config(tiny_llama, _one_sided(tmp_path, good, bad), {"name": "kto"})
+    with caplog.at_level(logging.WARNING, logger="tunesmith"):
+        api.validate(cfg)  # KTO still trains, one-sidedly
+    text = " ".join(caplog.text.split())
+    assert f"(train split): every label in column 'label' is {kind} ({good - 8 * (good > 0)} desirable, " in text
+    assert "KTO's loss is then one-sided" in text
+    other = "undesirable" if kind == "desirable" else "desirable"
+    assert f"(eval split): no {other} row among the 8 held out" in text
+    assert "ranking_accuracy, reward_accuracy, reward_margin and logp_gap cannot be measured" in text
+
+
+def test_a_best_model_metric_the_eval_split_cannot_give_is_refused(tiny_llama, tmp_path):
+    """TRL's Trainer would raise KeyError at the first evaluation (no eval_rewards/margins without both kinds)."""
+    train = {"eval_strategy": "steps", "eval_steps": 1, "load_best_model_at_end": True,
+             "metric_for_best_model": "eval_rewards/margins"}
+    cfg = config(tiny_llama, _one_sided(tmp_path, 30, 0), {"name": "kto"}, train=train)
+    path = tmp_path / "kto.yaml"
+    path.write_text(json.dumps(cfg))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "train.metric_for_best_model: 'rewards/margins' needs undesirable rows in the eval split" in text
+    assert "8 desirable and 0 undesirable" in text and "Use eval_loss, or hold out both kinds" in text
+
+
+def test_no_desirable_row_held_out_leaves_eval_loss_out():
+    import numpy as np
+
+    from tunesmith.objectives.feedback import preference as pref
+
+    assert pref.finite(pref.nll_metrics(np.array([]), np.array([]))) == {"eval_tokens": 0}
+
+
 # ---------------------------------------------------------------------------------------------
 # The catalog entries and the shipped configs
 
