@@ -26,13 +26,8 @@ WHY = {"empty": "empty (null or missing)", "NaN": "NaN (not a number: no rating)
 def as_number(value) -> float | None:
     """A rating or margin as a float (numbers, and strings that read as numbers); None if it is not one, or not a
     finite one that training can compute with (see fault)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if fault(number) else number
+    number = _float(value)
+    return None if number is None or fault(number) else number
 
 
 def fault(value) -> str | None:
@@ -40,17 +35,23 @@ def fault(value) -> str | None:
     not a fault here: it may be a thumbs value."""
     if value is None:
         return "empty"
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+    number = _float(value)
+    if number is None:
         return None
     if math.isnan(number):
         return "NaN"
     if math.isinf(number):
         return "infinite"
     return "too large" if abs(number) > FLOAT32_MAX else None
+
+
+def _float(value) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def value_key(value) -> str:
@@ -87,13 +88,13 @@ def faults(values: list, where: str, column: str, rows=positions) -> list[str]:
             f"and it is {'; '.join(parts)}; give those rows a rating, or remove them"]
 
 
-def not_numbers(values: list, where: str, column: str, rows=positions) -> list[str]:
+def not_numbers(values: list, where: str, column: str, rows=positions, role: str = "rating",
+                fix: str = "fix the data, or for thumbs up/down keep two values") -> list[str]:
     bad = [i for i, v in enumerate(values) if as_number(v) is None]
     if not bad:
         return []
-    return [f"{where}: column {column!r} (rating) must hold numbers, and {len(bad)} row{'s' if len(bad) > 1 else ''}, "
-            f"the first {_short(values[bad[0]])}, hold none ({rows(bad)}); fix the data, or for thumbs up/down keep "
-            "two values"]
+    return [f"{where}: column {column!r} ({role}) must hold numbers, and {len(bad)} row{'s' if len(bad) > 1 else ''}, "
+            f"the first {_short(values[bad[0]])}, hold no finite one ({rows(bad)}); {fix}"]
 
 
 def outside_range(values: list, span, where: str, column: str, rows=positions) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from tunesmith.data.tokenize import truncate
 from tunesmith.errors import TunesmithError
-from tunesmith.objectives.feedback import ratings
+from tunesmith.objectives.feedback import checks, ratings
 from tunesmith.objectives.feedback.ratings import as_number, rating_scale, value_key
 
 PAIR_METRICS = ("reward_accuracy", "reward_margin")
@@ -71,9 +71,7 @@ def check(cfg, dd, tokenizer) -> list[str]:
                                 f"data.columns.{role}" + (" or set objective.data_shape" if cfg.objective.data_shape == "auto" else ""))
     if problems:
         return problems
-    if d.format == "chat" and not getattr(tokenizer, "chat_template", None):
-        problems.append(f"data.format: 'chat' needs a tokenizer with a chat template, and {cfg.model.name!r} has none; "
-                        "use data.format: text")
+    problems += checks.chat_template_problem(cfg, tokenizer)
     for split, ds in dd.items():
         where = f"{d.source} ({split} split)"
         for role in ("chosen", "rejected", "response"):
@@ -82,7 +80,8 @@ def check(cfg, dd, tokenizer) -> list[str]:
         if shape == "pairs":
             problems += _same_pairs(ds, used["chosen"], used["rejected"], where)
             if "margin" in used:
-                problems += _not_numbers(ds, used["margin"], "margin", where)
+                problems += ratings.not_numbers(ds[used["margin"]][:], where, used["margin"], source_rows(ds),
+                                                "margin", "fix or remove those rows")
     if shape == "ratings":
         problems += _check_ratings(cfg, dd, used["rating"], report=not problems)
     metric = (cfg.train.metric_for_best_model or "").removeprefix("eval_")
@@ -122,15 +121,6 @@ def _same_pairs(ds, chosen: str, rejected: str, where: str) -> list[str]:
         return []
     return [f"{where}: chosen ({chosen!r}) and rejected ({rejected!r}) are the same text on {_first(same, a)}; such a "
             "pair teaches nothing (the loss cannot separate them): remove those rows or fix the data"]
-
-
-def _not_numbers(ds, column: str, role: str, where: str) -> list[str]:
-    values = ds[column][:]
-    bad = [i for i, v in enumerate(values) if as_number(v) is None]
-    if not bad:
-        return []
-    return [f"{where}: column {column!r} ({role}) must hold numbers, and {_first(bad, values)} is not a finite one "
-            f"({source_rows(ds)(bad)}); fix or remove those rows"]
 
 
 def source_rows(ds):
