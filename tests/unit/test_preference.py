@@ -192,6 +192,23 @@ def test_bad_single_sided_data_is_named(tiny_llama, tmp_path):
                        train={"per_device_train_batch_size": 1}))  # no KL estimate: one example per batch is fine
 
 
+@pytest.mark.parametrize("objective", ["dpo", "kto"])
+def test_dpo_and_kto_refuse_the_same_config_mistakes(tiny_llama, objective):
+    from tunesmith.objectives.registry import OBJECTIVES
+
+    cfg = config(tiny_llama, "x.jsonl", {"name": objective})
+    with pytest.raises(TunesmithError, match=f"data.template: {objective} reads the prompt, "):
+        load_config(cfg | {"data": {**cfg["data"], "template": "{prompt}"}})
+    with pytest.raises(TunesmithError) as err:
+        load_config(cfg | {"train": {**cfg["train"], "extra": {"beta": 0.3, "max_length": 9}}})
+    assert "train.extra.beta: set it as objective.beta" in str(err.value)
+    assert "train.extra.max_length: set it as data.max_length" in str(err.value)
+    with pytest.raises(TunesmithError, match="an adapter on lm_head would never train"):
+        load_config(cfg | {"method": {"name": "lora", "target_modules": ["q_proj", "lm_head"]}})
+    assert OBJECTIVES[objective].args_class().__name__ == f"{objective.upper()}Config"
+    assert OBJECTIVES[objective].model_kind == "causal_lm" and OBJECTIVES[objective].best_metric == "eval_loss"
+
+
 def test_validate_reports_bad_data_with_exit_2(tiny_llama, tmp_path):
     rows = [{"prompt": "Hi?", "chosen": "Hello.", "rejected": "Hello."}] * 12
     path = tmp_path / "dpo.yaml"

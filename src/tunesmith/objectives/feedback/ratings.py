@@ -231,12 +231,12 @@ def report(cfg, splits: dict[str, list], scale: dict, column: str, rows: dict) -
     if scale["rating"] == "thumbs":
         for split, values in splits.items():
             up = sum(value_key(v) == scale["positive"] for v in values)
-            log.info("ratings in column %r (%s split): %s (thumbs up) on %d rows, %s on %d", column, split,
-                     scale["positive"], up, scale["negative"], len(values) - up)
+            log.info("ratings in column %r (%s split): %s (thumbs up) on %s rows, %s on %s", column, split,
+                     scale["positive"], f"{up:,}", scale["negative"], f"{len(values) - up:,}")
         return
     numbers = {split: [as_number(v) for v in values] for split, values in splits.items()}
     for split, values in numbers.items():
-        log.info("ratings in column %r (%s split, %d rows): %s", column, split, len(values), distribution(values))
+        log.info("ratings in column %r (%s split, %s rows): %s", column, split, f"{len(values):,}", distribution(values))
     span = fences(numbers["train"])
     if cfg.objective.rating_range is not None or span is None:
         return
