@@ -129,11 +129,12 @@ def one_sided(cfg, dd) -> list[str]:
                     "then one-sided: it only %s the log-probability of these completions relative to the reference, "
                     "with no %s example to contrast them with; add %s rows, or %s",
                     cfg.data.source, column, "desirable" if good else "undesirable", good, bad,
-                    "raises" if good else "lowers", "undesirable" if good else "desirable", "undesirable" if good else "desirable",
-                    "train with objective sft on the desirable completions" if good else "check the labels")
+                    "raises" if good else "lowers", *["undesirable" if good else "desirable"] * 2,
+                    f"train on them with objective sft (data.columns: {{response: {cfg.data.column('completion')}}})" if good
+                    else "check the labels")
     good, bad = counts["eval"]
     missing = "desirable" if not good else "undesirable" if not bad else None
-    if missing is None:
+    if missing is None or not good + bad:
         return []
     metric = (cfg.train.metric_for_best_model or "").removeprefix("eval_")
     if cfg.train.eval_strategy != "no" and NEEDS.get(metric) in (missing, "both"):
