@@ -192,12 +192,85 @@ def test_bad_single_sided_data_is_named(tiny_llama, tmp_path):
                        train={"per_device_train_batch_size": 1}))  # no KL estimate: one example per batch is fine
 
 
+@pytest.mark.parametrize("objective", ["dpo", "kto"])
+def test_dpo_and_kto_refuse_the_same_config_mistakes(tiny_llama, objective):
+    from tunesmith.objectives.registry import OBJECTIVES
+
+    cfg = config(tiny_llama, "x.jsonl", {"name": objective})
+    with pytest.raises(TunesmithError, match=f"data.template: {objective} reads the prompt, "):
+        load_config(cfg | {"data": {**cfg["data"], "template": "{prompt}"}})
+    with pytest.raises(TunesmithError) as err:
+        load_config(cfg | {"train": {**cfg["train"], "extra": {"beta": 0.3, "max_length": 9}}})
+    assert "train.extra.beta: set it as objective.beta" in str(err.value)
+    assert "train.extra.max_length: set it as data.max_length" in str(err.value)
+    with pytest.raises(TunesmithError, match="an adapter on lm_head would never train"):
+        load_config(cfg | {"method": {"name": "lora", "target_modules": ["q_proj", "lm_head"]}})
+    assert OBJECTIVES[objective].args_class().__name__ == f"{objective.upper()}Config"
+    assert OBJECTIVES[objective].model_kind == "causal_lm" and OBJECTIVES[objective].best_metric == "eval_loss"
+
+
 def test_validate_reports_bad_data_with_exit_2(tiny_llama, tmp_path):
     rows = [{"prompt": "Hi?", "chosen": "Hello.", "rejected": "Hello."}] * 12
     path = tmp_path / "dpo.yaml"
     path.write_text(json.dumps(config(tiny_llama, str(write_jsonl(tmp_path / "same.jsonl", rows)), {"name": "dpo"})))
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 2 and "are the same text" in result.output and "Traceback" not in result.output
+
+
+def test_labels_mixing_true_false_and_words_name_one_label_type(tiny_llama, tmp_path):
+    rows = [{"prompt": f"Q{i}?", "completion": "A.", "label": bool(i % 2)} for i in range(20)]
+    source = write_jsonl(tmp_path / "mixed.jsonl", rows + [{"prompt": "Q?", "completion": "A.", "label": "maybe"}])
+    path = tmp_path / "kto.yaml"
+    path.write_text(json.dumps(config(tiny_llama, str(source), {"name": "kto"})))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert 'a string on line 21 ("maybe")' in text and "join the parts of a list" not in text
+    assert 'write every label as true/false (the "maybe" on line 21 as true or false if it means one' in text
+    assert '"desirable"/"undesirable"' in text
+
+
+def _one_sided(tmp_path, desirable_rows: int, undesirable_rows: int) -> str:
+    rows = [{"prompt": f"Q{i}?", "completion": f"Answer {i}.", "label": i < desirable_rows}
+            for i in range(desirable_rows + undesirable_rows)]
+    return str(write_jsonl(tmp_path / f"labels-{desirable_rows}-{undesirable_rows}.jsonl", rows))
+
+
+@pytest.mark.parametrize("good,bad,kind", [(30, 0, "desirable"), (0, 30, "undesirable")])
+def test_labels_of_one_kind_warn_with_the_counts(tiny_llama, tmp_path, caplog, good, bad, kind):
+    import logging
+
+    cfg = config(tiny_llama, _one_sided(tmp_path, good, bad), {"name": "kto"})
+    with caplog.at_level(logging.WARNING, logger="tunesmith"):
+        api.validate(cfg)  # KTO still trains, one-sidedly
+    text = " ".join(caplog.text.split())
+    assert f"(train split): every label in column 'label' is {kind} ({good - 8 * (good > 0)} desirable, " in text
+    assert "KTO's loss is then one-sided" in text
+    other = "undesirable" if kind == "desirable" else "desirable"
+    assert f"(eval split): no {other} row among the 8 held out" in text
+    assert "ranking_accuracy, reward_accuracy, reward_margin and logp_gap cannot be measured" in text
+
+
+def test_a_best_model_metric_the_eval_split_cannot_give_is_refused(tiny_llama, tmp_path):
+    """TRL's Trainer would raise KeyError at the first evaluation (no eval_rewards/margins without both kinds)."""
+    train = {"eval_strategy": "steps", "eval_steps": 1, "load_best_model_at_end": True,
+             "metric_for_best_model": "eval_rewards/margins"}
+    cfg = config(tiny_llama, _one_sided(tmp_path, 30, 0), {"name": "kto"}, train=train)
+    path = tmp_path / "kto.yaml"
+    path.write_text(json.dumps(cfg))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "train.metric_for_best_model: 'rewards/margins' needs undesirable rows in the eval split" in text
+    assert "8 desirable and 0 undesirable" in text and "Use eval_loss, or hold out both kinds" in text
+
+
+def test_no_desirable_row_held_out_leaves_eval_loss_out():
+    import numpy as np
+
+    from tunesmith.objectives.feedback import preference as pref
+
+    assert pref.finite(pref.nll_metrics(np.array([]), np.array([]))) == {"eval_tokens": 0}
 
 
 # ---------------------------------------------------------------------------------------------

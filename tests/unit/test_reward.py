@@ -257,3 +257,76 @@ def test_the_rating_scale_is_read_from_the_values(values, options, expected):
 
     cfg = load_config(reward_config("minilm-l6", "x.jsonl", **options))
     assert rating_scale(cfg, values, "x.jsonl") == (expected, [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Ratings that cannot train, a declared scale, and what validate shows of the ratings
+
+
+def _ratings(n: int = 40, **bad) -> list[dict]:
+    """n rows rated 1-5; bad: {row number (from 1): rating} replaces those rows' ratings."""
+    rows = [{"response": f"answer {i}", "rating": 1 + i % 5} for i in range(n)]
+    for row, rating in bad.items():
+        rows[int(row.removeprefix("row")) - 1]["rating"] = rating
+    return rows
+
+
+def _validate_cli(tiny_bert, tmp_path, rows: list[dict], **objective):
+    cfg = reward_config(tiny_bert, str(write_jsonl(tmp_path / "data.jsonl", rows)), **objective)
+    cfg["data"]["eval_size"] = 4
+    (tmp_path / "c.yaml").write_text(json.dumps(cfg))
+    return _cli("validate", str(tmp_path / "c.yaml"))
+
+
+def test_ratings_that_cannot_train_are_named_with_their_rows(tiny_bert, tmp_path):
+    """1e308 (its square overflows), JSON NaN and Infinity, and null: one error naming each kind and the source rows
+    (the issue: an OverflowError traceback, and 'rating is empty on 2 rows' without the rows or the NaN)."""
+    out = _validate_cli(tiny_bert, tmp_path, _ratings(row7=1e308, row12=float("nan"), row30=float("nan"),
+                                                      row21=float("inf"), row25=None))
+    assert out.exit_code == 2 and "Traceback" not in out.output and "OverflowError" not in out.output, out.output
+    text = " ".join(out.output.split())
+    assert "too large (beyond +-3.4e+38, the largest 32-bit float" in text and "source row 7 (1e+308)" in text
+    assert "NaN (not a number: no rating) on source rows 12, 30" in text or (
+        "NaN (not a number: no rating) on source row 12" in text and "NaN (not a number: no rating) on source row 30" in text)
+    assert "infinite on source row 21" in text and "empty (null or missing) on source row 25" in text
+    assert "give those rows a rating, or remove them" in text
+
+
+def test_a_declared_rating_range_refuses_the_rows_outside_it(tiny_bert, tmp_path):
+    out = _validate_cli(tiny_bert, tmp_path, _ratings(row21=99, row33=-5), rating_range=[1, 5])
+    text = " ".join(out.output.split())
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    assert "outside objective.rating_range [1, 5]" in text and "99 on source row 21" in text and "-5 on source row 33" in text
+    assert "fix or remove those rows, or widen objective.rating_range" in text
+    with pytest.raises(TunesmithError, match="objective.rating_range: .*no range"):
+        load_config(reward_config(tiny_bert, "x.jsonl", rating_range=[5, 1]))
+    with pytest.raises(TunesmithError, match="objective.rating_range: the scale of numeric ratings; remove it for pairs"):
+        load_config(reward_config(tiny_bert, "x.jsonl", rating_range=[1, 5], data_shape="pairs"))
+
+
+def test_validate_reports_the_rating_distribution_and_flags_outliers(tiny_bert, tmp_path, caplog):
+    import logging
+
+    source = str(write_jsonl(tmp_path / "data.jsonl", _ratings(row21=99, row33=-5)))
+    cfg = reward_config(tiny_bert, source)
+    cfg["data"]["eval_size"] = 4
+    with caplog.at_level(logging.INFO, logger="tunesmith"):
+        info = api.validate(cfg)  # outliers are flagged, not refused
+    assert info["task"]["rating"] == "numeric"
+    text = " ".join(caplog.text.split())
+    assert "ratings in column 'rating' (train split, 36 rows): min " in text and "(eval split, 4 rows)" in text
+    assert "max 99, mean " in text and "rows per value: " in text and ", 99: 1" in text
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "far outside the other ratings [1, 5]" in warning and "99 on source row 21" in warning
+    assert "-5 on source row 33" in warning and "set objective.rating_range: [1, 5]" in warning
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tunesmith"):
+        api.validate(cfg | {"data": {**cfg["data"], "source": str(write_jsonl(tmp_path / "ok.jsonl", _ratings()))}})
+    assert "ratings in column 'rating'" in caplog.text and not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_declared_range_reads_two_distinct_values_as_numbers():
+    from tunesmith.objectives.feedback.ratings import rating_scale
+
+    cfg = load_config(reward_config("minilm-l6", "x.jsonl", rating_range=[1, 5]))
+    assert rating_scale(cfg, [1, 5, 5, 1], "x.jsonl") == ({"rating": "numeric", "mean": 3.0, "std": 2.0}, [])

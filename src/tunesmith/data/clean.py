@@ -28,6 +28,15 @@ def _rows(idx: list[int]) -> str:
     return f"row {shown}" if len(idx) == 1 else f"rows {shown}"
 
 
+def name_rows(ds: datasets.Dataset, idx: list[int]) -> str:
+    """'row 21' or 'rows 3, 8, ...' for positions in a split, numbered (from 1) as the rows stand in the source the
+    split was drawn from (a held-out split, sampling and dropped rows keep them in datasets' index map), in order."""
+    mapping = getattr(ds, "_indices", None)
+    if mapping is not None:
+        idx = mapping.column(0).take(idx).to_pylist()
+    return _rows(sorted(idx))
+
+
 def _arrow(ds: datasets.Dataset, column: str):
     return ds.with_format("arrow")[column]
 

@@ -55,10 +55,19 @@ def mixed_types(path: Path, records: list[dict], places: list[str]) -> list[str]
         if len(seen) > 1:
             (a, (pa_, va)), (b, (pb, vb)) = list(seen.items())[:2]
             fix = ('write them all as strings ("1" instead of 1) or all as numbers' if {a, b} == {"a number", "a string"}
+                   else _flag_fix(a, pa_, va, b, pb, vb) if {a, b} == {"true/false", "a string"}
                    else "give every row the same type (one string per row: join the parts of a list)")
             problems.append(f"{path} column {column!r}: mixed types, {a} on {pa_} ({_short(va)}) and {b} on {pb} ({_short(vb)}); "
                             f"a column holds one type: {fix}")
     return problems
+
+
+def _flag_fix(a: str, pa_: str, va, b: str, pb: str, vb) -> str:
+    """true/false mixed with words (a label such as KTO's, with "maybe" among true and false): one kind of label."""
+    place, word = (pa_, va) if a == "a string" else (pb, vb)
+    return (f"write every label as true/false (the {_short(word)} on {place} as true or false if it means one, and a "
+            "row that is neither decided or removed), or every label as a word of one pair such as "
+            '"desirable"/"undesirable"')
 
 
 def from_records(path: Path, records: list[dict], places: list[str]) -> datasets.Dataset:

@@ -27,9 +27,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from tunesmith.data.roles import Role, check_columns, no_packing
+from tunesmith.data.roles import Role
+from tunesmith.objectives.feedback import checks
 from tunesmith.objectives.feedback import preference as pref
-from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 
 # TRL 1.16's DPO losses (DPOConfig.loss_type); a name outside this list fails at config time, before torch loads
@@ -91,14 +91,11 @@ DIRECTIONS = {"preference_accuracy": "max", "logp_margin": "max", "reward_accura
               "logps/chosen": "max", "logps/rejected": "min"}
 
 
+TRL_OPTIONS = ("beta", "loss_type", "loss_weights", "label_smoothing")  # objective fields passed to TRL's DPOConfig
+
+
 def check_config(cfg) -> list[str]:
-    problems = check_columns(cfg, ROLES) + no_packing(cfg) + pref.method_problems(cfg)
-    if cfg.data.template:
-        problems.append("data.template: dpo reads the prompt, chosen and rejected columns as they are (data.columns "
-                        "names them); remove data.template, and use data.format: chat for the chat template")
-    owned = {"beta": "objective.beta", "loss_type": "objective.loss_type", "loss_weights": "objective.loss_weights",
-             "label_smoothing": "objective.label_smoothing", "max_length": "data.max_length"}
-    return problems + pref.train_extra_overlap(cfg, owned)
+    return checks.config_problems(cfg, ROLES) + checks.train_extra_overlap(cfg, TRL_OPTIONS)
 
 
 def _roles(cfg) -> list[str]:
@@ -106,14 +103,8 @@ def _roles(cfg) -> list[str]:
 
 
 def check(cfg, dd, tokenizer) -> list[str]:
-    problems = pref.missing_columns(cfg, dd, _roles(cfg))
-    if problems:
-        return problems
-    problems += pref.chat_template_problem(cfg, tokenizer)
-    for split, ds in dd.items():
-        problems += pref.empty_responses(cfg, ds, split, list(RESPONSES))
-        problems += pref.identical_pairs(cfg, ds, split)
-    return problems
+    return checks.data_problems(cfg, dd, tokenizer, _roles(cfg), RESPONSES,
+                              lambda ds, split: checks.identical_pairs(cfg, ds, split))
 
 
 def _responses(cfg) -> list[str]:
@@ -147,33 +138,17 @@ def trl_dataset(ds, cfg):
 
 
 def build_trainer(model, tokenizer, prep, cfg, run_dir, callbacks):
-    """TRL's DPOTrainer on the method-applied model: with a PEFT adapter the reference is the base with the adapter
-    disabled, otherwise a frozen copy of the model as it is before training (preference module docstring)."""
-    from trl import DPOTrainer
-
-    o = cfg.objective
-    options = {"beta": o.beta, "loss_type": o.losses(), "loss_weights": o.loss_weights,
-               "label_smoothing": o.label_smoothing}
-    use_eval = cfg.train.eval_strategy != "no"
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=None if pref.is_peft(model) else pref.frozen_copy(model),
-        args=pref.training_args(cfg, run_dir, prep.objective, **options),
-        train_dataset=trl_dataset(prep.data["train"], cfg),
-        eval_dataset=trl_dataset(prep.data["eval"], cfg) if use_eval else None,
-        processing_class=tokenizer,
-        callbacks=list(callbacks),
-    )
-    pref.use_base_as_reference(trainer, cfg)
-    return trainer
+    """TRL's DPOTrainer on the method-applied model (preference.trl_trainer)."""
+    options = {key: getattr(cfg.objective, key) for key in TRL_OPTIONS} | {"loss_type": cfg.objective.losses()}
+    return pref.trl_trainer("DPOTrainer", model, tokenizer, prep, cfg, run_dir, callbacks,
+                            lambda split: trl_dataset(prep.data[split], cfg), options)
 
 
 def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
     """The module docstring's metrics on the held-out pairs (those whose prompt leaves room for a response within
     data.max_length, the pairs TRL would train on)."""
     max_length, batch = cfg.data.max_length, cfg.train.per_device_eval_batch_size
-    keep = [i for i, p in enumerate(features["prompt_ids"][:]) if len(p) < max_length]
-    rows = features.select(keep)
+    rows = pref.scorable(features, cfg)
     prompts = rows["prompt_ids"][:]
 
     def score(m, role):
@@ -197,16 +172,8 @@ def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
     return pref.finite(metrics)
 
 
-def _trl_config() -> type:
-    from trl import DPOConfig as TRLDPOConfig
-
-    return TRLDPOConfig
-
-
-OBJECTIVE = Objective(
-    name="dpo", config_cls=DPOConfig, model_kind="causal_lm", metric_names=METRICS, best_metric="eval_loss",
-    roles=ROLES, check_config=check_config, check=check, setup=lambda cfg, dd: {}, tokenize=tokenize,
-    collator=lambda tokenizer: None, evaluate=evaluate, probe=pref.probe, build_trainer=build_trainer,
-    args_class=lambda: _trl_config(), metric_directions=DIRECTIONS,
+OBJECTIVE = pref.objective(
+    "DPOConfig", name="dpo", config_cls=DPOConfig, metric_names=METRICS, roles=ROLES, check_config=check_config,
+    check=check, tokenize=tokenize, evaluate=evaluate, build_trainer=build_trainer, metric_directions=DIRECTIONS,
     summary="preference pairs -> DPO and its relatives through TRL (preference accuracy, reward margin, chosen loss)",
 )

@@ -20,18 +20,20 @@ per token (log p / tokens) where raw log-probabilities are compared:
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from tunesmith.data.roles import Role, check_columns, no_packing
+from tunesmith.data.roles import Role
+from tunesmith.objectives.feedback import checks
 from tunesmith.objectives.feedback import preference as pref
-from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 
 TRUE_WORDS = ("true", "1", "yes", "good", "desirable")
 FALSE_WORDS = ("false", "0", "no", "bad", "undesirable")
+log = logging.getLogger("tunesmith")
 
 
 class KTOConfig(Section):
@@ -70,11 +72,11 @@ def desirable(value) -> bool | None:
     return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
 
 
+TRL_OPTIONS = ("beta", "loss_type", "desirable_weight", "undesirable_weight")  # objective fields for TRL's KTOConfig
+
+
 def check_config(cfg) -> list[str]:
-    problems = check_columns(cfg, ROLES) + no_packing(cfg) + pref.method_problems(cfg)
-    if cfg.data.template:
-        problems.append("data.template: kto reads the prompt, completion and label columns as they are (data.columns "
-                        "names them); remove data.template, and use data.format: chat for the chat template")
+    problems = checks.config_problems(cfg, ROLES)
     kl = cfg.objective.loss_type == "kto"
     if kl and cfg.train.per_device_train_batch_size < 2:
         problems.append(f"train.per_device_train_batch_size: KTO estimates its KL term from the other completions of "
@@ -84,30 +86,67 @@ def check_config(cfg) -> list[str]:
         problems.append("train.extra.train_sampling_strategy: KTO's KL estimate pairs each example with its neighbour "
                         "in a batch, which needs 'sequential' (tunesmith shuffles the training rows once, seeded); "
                         "remove the key")
-    owned = {"beta": "objective.beta", "loss_type": "objective.loss_type", "max_length": "data.max_length",
-             "desirable_weight": "objective.desirable_weight", "undesirable_weight": "objective.undesirable_weight"}
-    return problems + pref.train_extra_overlap(cfg, owned)
+    return problems + checks.train_extra_overlap(cfg, TRL_OPTIONS)
 
 
 def check(cfg, dd, tokenizer) -> list[str]:
+    problems = checks.data_problems(cfg, dd, tokenizer, ["prompt", "completion", "label"], ["completion"],
+                                  lambda ds, split: _unknown_labels(cfg, ds, split))
+    return problems or one_sided(cfg, dd)
+
+
+def _unknown_labels(cfg, ds, split: str) -> list[str]:
     from tunesmith.data.clean import short_value
 
     d = cfg.data
-    problems = pref.missing_columns(cfg, dd, ["prompt", "completion", "label"])
-    if problems:
-        return problems
-    problems += pref.chat_template_problem(cfg, tokenizer)
+    labels, prompts = ds[d.column("label")][:], ds[d.column("prompt")][:]
+    bad = [i for i, v in enumerate(labels) if desirable(v) is None]
+    if not bad:
+        return []
+    rows = f"{len(bad)} row{'s hold' if len(bad) > 1 else ' holds'}"
+    return [f"{d.source} ({split} split): column {d.column('label')!r} (label) says whether a completion is desirable, "
+            f"and {rows} something else, the first {short_value(labels[bad[0]])} (prompt "
+            f"{short_value(prompts[bad[0]])}); use true/false, 1/0, yes/no, good/bad or desirable/undesirable"]
+
+
+# Which kind of row each of TRL's evaluation metrics needs in the eval split (train.metric_for_best_model)
+NEEDS = {"rewards/chosen": "desirable", "logps/chosen": "desirable", "rewards/rejected": "undesirable",
+         "logps/rejected": "undesirable", "rewards/margins": "both"}
+
+
+def one_sided(cfg, dd) -> list[str]:
+    """Labels of one kind only. In the training split KTO still trains, one-sidedly (a warning); in the eval split
+    the metrics that compare the kinds cannot be measured (a warning), and a train.metric_for_best_model that needs
+    the missing kind would stop the first evaluation (an error)."""
+    column = cfg.data.column("label")
+    counts = {}
     for split, ds in dd.items():
-        problems += pref.empty_responses(cfg, ds, split, ["completion"])
-        labels, prompts = ds[d.column("label")][:], ds[d.column("prompt")][:]
-        bad = [i for i, v in enumerate(labels) if desirable(v) is None]
-        if bad:
-            rows = f"{len(bad)} row{'s hold' if len(bad) > 1 else ' holds'}"
-            problems.append(f"{d.source} ({split} split): column {d.column('label')!r} (label) says whether a "
-                            f"completion is desirable, and {rows} something else, the first "
-                            f"{short_value(labels[bad[0]])} (prompt {short_value(prompts[bad[0]])}); use true/false, "
-                            "1/0, yes/no, good/bad or desirable/undesirable")
-    return problems
+        labels = [desirable(v) for v in ds[column][:]]
+        counts[split] = (sum(labels), len(labels) - sum(labels))
+    good, bad = counts["train"]
+    if not good or not bad:
+        log.warning("%s (train split): every label in column %r is %s (%d desirable, %d undesirable): KTO's loss is "
+                    "then one-sided: it only %s the log-probability of these completions relative to the reference, "
+                    "with no %s example to contrast them with; add %s rows, or %s",
+                    cfg.data.source, column, "desirable" if good else "undesirable", good, bad,
+                    "raises" if good else "lowers", *["undesirable" if good else "desirable"] * 2,
+                    f"train on them with objective sft (data.columns: {{response: {cfg.data.column('completion')}}})" if good
+                    else "check the labels")
+    good, bad = counts["eval"]
+    missing = "desirable" if not good else "undesirable" if not bad else None
+    if missing is None or not good + bad:
+        return []
+    metric = (cfg.train.metric_for_best_model or "").removeprefix("eval_")
+    if cfg.train.eval_strategy != "no" and NEEDS.get(metric) in (missing, "both"):
+        return [f"train.metric_for_best_model: {metric!r} needs {missing} rows in the eval split, and {cfg.data.source}'s "
+                f"eval split has {good} desirable and {bad} undesirable; TRL would stop at the first evaluation. Use "
+                f"eval_loss, or hold out both kinds (a larger data.eval_size, or a data.eval_split with both)"]
+    log.warning("%s (eval split): no %s row among the %d held out (%d desirable, %d undesirable): ranking_accuracy, "
+                "reward_accuracy, reward_margin and logp_gap cannot be measured (eval.json leaves them out)%s; hold out "
+                "both kinds: a larger data.eval_size, or a data.eval_split with both", cfg.data.source, missing,
+                good + bad, good, bad, ", nor eval_loss and perplexity (they read the desirable completions)"
+                if missing == "desirable" else "")
+    return []
 
 
 def tokenize(ds, tokenizer, cfg, task):
@@ -138,31 +177,17 @@ def trl_dataset(ds, cfg, seed: int | None = None):
 
 
 def build_trainer(model, tokenizer, prep, cfg, run_dir, callbacks):
-    """TRL's KTOTrainer on the method-applied model; the reference as for dpo (preference module docstring)."""
-    from trl import KTOTrainer
-
-    o = cfg.objective
-    options = {"beta": o.beta, "loss_type": o.loss_type, "desirable_weight": o.desirable_weight,
-               "undesirable_weight": o.undesirable_weight}
-    use_eval = cfg.train.eval_strategy != "no"
-    trainer = KTOTrainer(
-        model=model,
-        ref_model=None if pref.is_peft(model) else pref.frozen_copy(model),
-        args=pref.training_args(cfg, run_dir, prep.objective, **options),
-        train_dataset=trl_dataset(prep.data["train"], cfg, seed=cfg.train.seed),
-        eval_dataset=trl_dataset(prep.data["eval"], cfg) if use_eval else None,
-        processing_class=tokenizer,
-        callbacks=list(callbacks),
-    )
-    pref.use_base_as_reference(trainer, cfg)
-    return trainer
+    """TRL's KTOTrainer on the method-applied model (preference.trl_trainer); the training rows shuffled once."""
+    options = {key: getattr(cfg.objective, key) for key in TRL_OPTIONS}
+    return pref.trl_trainer("KTOTrainer", model, tokenizer, prep, cfg, run_dir, callbacks,
+                            lambda split: trl_dataset(prep.data[split], cfg, cfg.train.seed if split == "train" else None),
+                            options)
 
 
 def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
     """The module docstring's metrics on the held-out rows whose prompt leaves room for a completion."""
     max_length, batch = cfg.data.max_length, cfg.train.per_device_eval_batch_size
-    keep = [i for i, p in enumerate(features["prompt_ids"][:]) if len(p) < max_length]
-    rows = features.select(keep)
+    rows = pref.scorable(features, cfg)
     pieces = list(zip(rows["prompt_ids"][:], rows["completion_ids"][:]))
     good = np.array(rows["desirable"][:], dtype=bool)
     logps, counts = pref.response_logps(model, tokenizer, pieces, max_length, batch)
@@ -189,16 +214,8 @@ def _mean(values) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 
-def _trl_config() -> type:
-    from trl import KTOConfig as TRLKTOConfig
-
-    return TRLKTOConfig
-
-
-OBJECTIVE = Objective(
-    name="kto", config_cls=KTOConfig, model_kind="causal_lm", metric_names=METRICS, best_metric="eval_loss",
-    roles=ROLES, check_config=check_config, check=check, setup=lambda cfg, dd: {}, tokenize=tokenize,
-    collator=lambda tokenizer: None, evaluate=evaluate, probe=pref.probe, build_trainer=build_trainer,
-    args_class=lambda: _trl_config(), metric_directions=DIRECTIONS,
+OBJECTIVE = pref.objective(
+    "KTOConfig", name="kto", config_cls=KTOConfig, metric_names=METRICS, roles=ROLES, check_config=check_config,
+    check=check, tokenize=tokenize, evaluate=evaluate, build_trainer=build_trainer, metric_directions=DIRECTIONS,
     summary="single-sided labels -> KTO through TRL (desirable vs undesirable log-probability, implicit reward)",
 )

@@ -1,5 +1,6 @@
-"""What dpo and kto share: how a prompt and a response reach TRL and the model, the data checks, scoring a
-response by its log-probability, the reference model, and the pieces of their metrics.
+"""What dpo and kto share: how a prompt and a response reach TRL and the model, TRL's trainer and the Objective,
+scoring a response by its log-probability, the reference model, and the pieces of their metrics (their checks are
+in checks.py).
 
 Formatting. With data.format: chat the prompt is a user message (after data.system_prompt, if set) and a response
 is the assistant's message, both through the tokenizer's chat template; with data.format: text the prompt is
@@ -25,9 +26,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from tunesmith.objectives.spec import Objective
+
 log = logging.getLogger("tunesmith")
 REFERENCE_ADAPTER = "ref"  # the name TRL gives the frozen copy of an already-wrapped adapter
-LM_HEAD = "lm_head"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,76 +94,6 @@ def stats_features(prompt: list[int], response: list[int], longest: int) -> dict
 
 
 # ---------------------------------------------------------------------------------------------
-# Checks: every problem with the data, each naming the source, split, column and a row's text
-
-
-def missing_columns(cfg, dd, roles: list[str]) -> list[str]:
-    d = cfg.data
-    problems = []
-    for split, ds in dd.items():
-        for role in roles:
-            column = d.column(role)
-            if column is not None and column not in ds.column_names:
-                problems.append(f"data.columns.{role}: column {column!r} is not in the {split} data of {d.source!r}; "
-                                f"columns are {ds.column_names}. Name the column that holds the {role} in "
-                                f"data.columns, e.g. columns: {{{role}: {ds.column_names[0]}}}")
-    return problems
-
-
-def chat_template_problem(cfg, tokenizer) -> list[str]:
-    if cfg.data.format == "chat" and not getattr(tokenizer, "chat_template", None):
-        return [f"data.format: 'chat' needs a tokenizer with a chat template, and {cfg.model.name!r} has none; "
-                "use data.format: text"]
-    return []
-
-
-def _where(cfg, split: str) -> str:
-    return f"{cfg.data.source} ({split} split)"
-
-
-def _first(rows: list[int], prompts: list) -> str:
-    from tunesmith.data.clean import short_value
-
-    return f"{len(rows)} row{'s' if len(rows) > 1 else ''}, the first with prompt {short_value(prompts[rows[0]])}"
-
-
-def empty_responses(cfg, ds, split: str, roles: list[str]) -> list[str]:
-    """A response role (chosen, rejected, completion, unrelated) with no text: there is nothing to score."""
-    d = cfg.data
-    prompts = ds[d.column("prompt")][:]
-    problems = []
-    for role in roles:
-        column = d.column(role)
-        if column is None:
-            continue
-        empty = [i for i, t in enumerate(ds[column][:]) if not str(t if t is not None else "").strip()]
-        if empty:
-            problems.append(f"{_where(cfg, split)}: column {column!r} ({role}) is empty on {_first(empty, prompts)}; "
-                            "every response needs text to be scored: fill in or remove those rows")
-    return problems
-
-
-def identical_pairs(cfg, ds, split: str) -> list[str]:
-    """chosen and rejected the same text: the pair prefers nothing (its DPO loss gradient is zero)."""
-    from tunesmith.data.clean import short_value
-
-    d = cfg.data
-    prompts = ds[d.column("prompt")][:]
-    chosen, rejected = ds[d.column("chosen")][:], ds[d.column("rejected")][:]
-    same = [i for i, (a, b) in enumerate(zip(chosen, rejected)) if str(a).strip() == str(b).strip()]
-    if not same:
-        return []
-    return [f"{_where(cfg, split)}: chosen ({d.column('chosen')!r}) and rejected ({d.column('rejected')!r}) are the same "
-            f"text on {_first(same, prompts)}: {short_value(chosen[same[0]])}; a pair must differ (there is nothing to "
-            "prefer): fix or remove those rows"]
-
-
-def train_extra_overlap(cfg, owned: dict[str, str]) -> list[str]:
-    """train.extra keys that the objective section or data section already sets (TRL would get them twice)."""
-    return [f"train.extra.{key}: set it as {where} instead" for key, where in owned.items() if key in cfg.train.extra]
-
-
-# ---------------------------------------------------------------------------------------------
 # Training: TRL's arguments, and the reference model
 
 
@@ -174,6 +106,39 @@ def training_args(cfg, run_dir, objective, **options):
     if not cfg.train.gradient_checkpointing:
         more["gradient_checkpointing"] = False
     return training_arguments(cfg, run_dir, objective, **more)
+
+
+def trl_trainer(trainer: str, model, tokenizer, prep, cfg, run_dir, callbacks, dataset, options: dict):
+    """TRL's `trainer` (DPOTrainer, KTOTrainer) on the method-applied model, with the objective's `options` (fields of
+    TRL's config) and dataset(split) -> the split as TRL reads it. The reference: with a PEFT adapter the base with
+    the adapter disabled, otherwise a frozen copy of the model as it is before training (module docstring)."""
+    import trl
+
+    use_eval = cfg.train.eval_strategy != "no"
+    built = getattr(trl, trainer)(
+        model=model,
+        ref_model=None if is_peft(model) else frozen_copy(model),
+        args=training_args(cfg, run_dir, prep.objective, **options),
+        train_dataset=dataset("train"),
+        eval_dataset=dataset("eval") if use_eval else None,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    use_base_as_reference(built, cfg)
+    return built
+
+
+def objective(trl_config: str, **hooks) -> Objective:
+    """The Objective of a TRL preference objective on a causal LM (dpo, kto): no task facts, TRL's collator, eval_loss
+    watched for the best model, generations as probes, and `trl_config` (e.g. "DPOConfig") as its arguments class."""
+
+    def args_class() -> type:
+        import trl
+
+        return getattr(trl, trl_config)
+
+    return Objective(model_kind="causal_lm", best_metric="eval_loss", setup=lambda cfg, dd: {},
+                     collator=lambda tokenizer: None, probe=probe, args_class=args_class, **hooks)
 
 
 def is_peft(model) -> bool:
@@ -224,22 +189,6 @@ def use_base_as_reference(trainer, cfg) -> None:
     trainer.add_callback(DropReference())
 
 
-def method_problems(cfg) -> list[str]:
-    """What a method says it cannot do for a causal LM's sft (features, head) holds for dpo and kto too; and TRL
-    computes log-probabilities from lm_head.weight directly, so an adapter on lm_head would never train."""
-    from tunesmith.methods.registry import METHODS
-
-    reason = METHODS[cfg.method.name].unsupported.get("sft")
-    if reason:
-        return [f"method.name: {cfg.method.name!r} does not apply to objective {cfg.objective.name!r}: {reason}"]
-    targets = getattr(cfg.method, "target_modules", None)
-    targets = [targets] if isinstance(targets, str) else list(targets or [])
-    if LM_HEAD in targets:
-        return [f"method.target_modules: TRL computes log-probabilities from {LM_HEAD}.weight directly, so an adapter on "
-                f"{LM_HEAD} would never train; remove {LM_HEAD!r}"]
-    return []
-
-
 @contextmanager
 def reference_model(model, cfg):
     """The base model that `model` is measured against, or None when `model` is the base itself (every margin to the
@@ -276,6 +225,11 @@ def _same_weights(a, b) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # Scoring: log-probabilities of responses
+
+
+def scorable(features, cfg):
+    """The held-out rows whose prompt leaves room for a response within data.max_length (those TRL trains on)."""
+    return features.select([i for i, p in enumerate(features["prompt_ids"][:]) if len(p) < cfg.data.max_length])
 
 
 def response_logps(model, tokenizer, pieces: list[tuple[list[int], list[int]]], max_length: int,
@@ -322,8 +276,11 @@ def ranking(good, bad) -> float:
 
 
 def nll_metrics(logps: np.ndarray, counts: np.ndarray) -> dict:
-    """eval_loss: mean negative log-likelihood per response token (token-weighted), and its perplexity."""
-    loss = float(-logps.sum() / max(counts.sum(), 1))
+    """eval_loss: mean negative log-likelihood per response token (token-weighted), and its perplexity; NaN (left
+    out of eval.json) when no token was scored (e.g. no desirable row held out)."""
+    if not counts.sum():
+        return {"eval_loss": float("nan"), "perplexity": float("nan"), "eval_tokens": 0}
+    loss = float(-logps.sum() / counts.sum())
     return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "eval_tokens": int(counts.sum())}
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tunesmith.data.roles import Role, check_columns, no_packing
 from tunesmith.errors import TunesmithError
@@ -39,6 +39,17 @@ class RewardModelConfig(Section):
     positive: str | int | float | bool | None = Field(
         None, description="thumbs: the rating value that means thumbs up (e.g. fresh). Default: true/yes/up/good/"
         "positive/like, or the higher of two numbers.")
+    rating_range: tuple[float, float] | None = Field(
+        None, description="numeric ratings: the scale, e.g. [1, 5]; a rating outside it is an error naming its rows "
+        "(without it, validate only flags values far outside the rest). Declaring it also means numbers when the data "
+        "happens to hold two distinct values.")
+
+    @field_validator("rating_range")
+    @classmethod
+    def _ordered(cls, value):
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"{list(value)} is no range: give [lowest, highest] with lowest < highest, e.g. [1, 5]")
+        return value
 
 
 ROLES = (
@@ -68,6 +79,9 @@ def check_config(cfg) -> list[str]:
                         f"{'pairs' if o.data_shape == 'pairs' else 'numeric ratings'}")
     if o.rating_kind != "auto" and o.data_shape == "pairs":
         problems.append("objective.rating_kind: applies to ratings; remove it for pairs")
+    if o.rating_range is not None and (o.data_shape == "pairs" or o.rating_kind == "thumbs"):
+        problems.append("objective.rating_range: the scale of numeric ratings; remove it for "
+                        f"{'pairs' if o.data_shape == 'pairs' else 'thumbs'}")
     return problems
 
 

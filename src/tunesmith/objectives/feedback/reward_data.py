@@ -13,15 +13,13 @@ scores its last token, so the EOS marks where the response ends, as TRL does).
 
 from __future__ import annotations
 
-import math
-
 from tunesmith.data.tokenize import truncate
 from tunesmith.errors import TunesmithError
+from tunesmith.objectives.feedback import checks, ratings
+from tunesmith.objectives.feedback.ratings import as_number, rating_scale, value_key
 
 PAIR_METRICS = ("reward_accuracy", "reward_margin")
 RATING_METRICS = ("pearson", "spearman", "accuracy")
-# Thumbs-up words recognised without objective.positive (compared lowercased); two numbers: the higher is up.
-POSITIVE_WORDS = ("true", "yes", "up", "good", "positive", "pos", "like", "liked", "thumbs_up", "thumbs up")
 
 
 def data_shape(cfg, columns: list[str]) -> str | None:
@@ -73,9 +71,7 @@ def check(cfg, dd, tokenizer) -> list[str]:
                                 f"data.columns.{role}" + (" or set objective.data_shape" if cfg.objective.data_shape == "auto" else ""))
     if problems:
         return problems
-    if d.format == "chat" and not getattr(tokenizer, "chat_template", None):
-        problems.append(f"data.format: 'chat' needs a tokenizer with a chat template, and {cfg.model.name!r} has none; "
-                        "use data.format: text")
+    problems += checks.chat_template_problem(cfg, tokenizer)
     for split, ds in dd.items():
         where = f"{d.source} ({split} split)"
         for role in ("chosen", "rejected", "response"):
@@ -84,14 +80,10 @@ def check(cfg, dd, tokenizer) -> list[str]:
         if shape == "pairs":
             problems += _same_pairs(ds, used["chosen"], used["rejected"], where)
             if "margin" in used:
-                problems += _not_numbers(ds, used["margin"], "margin", where)
+                problems += ratings.not_numbers(ds[used["margin"]][:], where, used["margin"], source_rows(ds),
+                                                "margin", "fix or remove those rows")
     if shape == "ratings":
-        scale, scale_problems = rating_scale(cfg, dd["train"][used["rating"]][:], f"{d.source} (train split)")
-        problems += scale_problems
-        if scale.get("rating") == "thumbs":
-            problems += _unknown_thumbs(dd["eval"][used["rating"]][:], scale, f"{d.source} (eval split)", used["rating"])
-        elif scale.get("rating") == "numeric":
-            problems += _not_numbers(dd["eval"], used["rating"], "rating", f"{d.source} (eval split)")
+        problems += _check_ratings(cfg, dd, used["rating"], report=not problems)
     metric = (cfg.train.metric_for_best_model or "").removeprefix("eval_")
     other = RATING_METRICS if shape == "pairs" else PAIR_METRICS
     if metric in other:
@@ -131,95 +123,27 @@ def _same_pairs(ds, chosen: str, rejected: str, where: str) -> list[str]:
             "pair teaches nothing (the loss cannot separate them): remove those rows or fix the data"]
 
 
-def as_number(value) -> float | None:
-    """A rating or margin as a float (numbers, and strings that read as numbers); None if it is not one."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) or math.isinf(number) else number
+def source_rows(ds):
+    """positions in a split -> 'source rows 3, 8' (numbered from 1 as they stand in the data source)."""
+    from tunesmith.data.clean import name_rows
+
+    return lambda idx: f"source {name_rows(ds, idx)}"
 
 
-def _not_numbers(ds, column: str, role: str, where: str) -> list[str]:
-    values = ds[column][:]
-    bad = [i for i, v in enumerate(values) if as_number(v) is None]
-    if not bad:
-        return []
-    return [f"{where}: column {column!r} ({role}) must hold numbers, and {_first(bad, values)} is not one; "
-            "fix or remove those rows"]
-
-
-# ---------------------------------------------------------------------------------------------
-# The rating scale: numbers (regression on the normalized rating) or thumbs (two values, one of them up)
-
-
-def value_key(value) -> str:
-    """One spelling per rating value, so that 1, 1.0 and '1' agree and 'Fresh' matches 'fresh'."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    number = as_number(value)
-    if number is not None:
-        return str(int(number)) if number.is_integer() else repr(number)
-    return str(value).strip().lower()
-
-
-def rating_scale(cfg, values: list, where: str) -> tuple[dict, list[str]]:
-    """The task facts of a ratings column: {"rating": "numeric", "mean", "std"} (the training ratings' normalization)
-    or {"rating": "thumbs", "positive", "negative"}; and the problems that stop either."""
-    o = cfg.objective
-    column = cfg.data.column("rating")
-    missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, float) and math.isnan(v))]
-    if missing:
-        return {}, [f"{where}: column {column!r} (rating) is empty on {len(missing)} row{'s' if len(missing) > 1 else ''}; "
-                    "give every row a rating, or remove those rows"]
-    keys = [value_key(v) for v in values]
-    distinct = sorted(set(keys))
-    if len(distinct) < 2:
-        return {}, [f"{where}: column {column!r} (rating) has one value, {distinct[0] if distinct else 'none'!r}, on every row; "
-                    "a reward model learns from differences: the ratings must differ"]
-    numbers = [as_number(v) for v in values]
-    kind = o.rating_kind if o.rating_kind != "auto" else ("thumbs" if len(distinct) == 2 else "numeric")
-    if kind == "numeric":
-        bad = [i for i, n in enumerate(numbers) if n is None]
-        if bad:
-            return {}, [f"{where}: column {column!r} (rating) must hold numbers, and {_first(bad, values)} is not one "
-                        f"({len(distinct)} distinct values); fix the data, or for thumbs up/down keep two values"]
-        mean = sum(numbers) / len(numbers)
-        std = math.sqrt(sum((n - mean) ** 2 for n in numbers) / len(numbers))
-        return {"rating": "numeric", "mean": mean, "std": std}, []
-    if len(distinct) != 2:
-        return {}, [f"objective.rating_kind: 'thumbs' needs two distinct ratings, and column {column!r} has "
-                    f"{len(distinct)} ({distinct[:6]}); use rating_kind: numeric"]
-    positive = _positive(o.positive, distinct, numbers)
-    if positive is None:
-        return {}, [f"objective.positive: column {column!r} holds the thumbs values {distinct}; say which one is thumbs up, "
-                    f"e.g. objective: {{name: reward, positive: {distinct[0]}}}"]
-    if positive not in distinct:
-        return {}, [f"objective.positive: {o.positive!r} is not a value of column {column!r}, which holds {distinct}"]
-    negative = next(k for k in distinct if k != positive)
-    return {"rating": "thumbs", "positive": positive, "negative": negative}, []
-
-
-def _positive(option, distinct: list[str], numbers: list) -> str | None:
-    if option is not None:
-        return value_key(option)
-    found = [k for k in distinct if k in POSITIVE_WORDS]
-    if len(found) == 1:
-        return found[0]
-    if all(n is not None for n in numbers):
-        return max(distinct, key=float)
-    return None
-
-
-def _unknown_thumbs(values: list, scale: dict, where: str, column: str) -> list[str]:
-    known = {scale["positive"], scale["negative"]}
-    bad = [i for i, v in enumerate(values) if value_key(v) not in known]
-    if not bad:
-        return []
-    return [f"{where}: column {column!r} (rating) holds values other than the training data's thumbs {sorted(known)} on "
-            f"{_first(bad, values)}; fix the data"]
+def _check_ratings(cfg, dd, column: str, report: bool) -> list[str]:
+    """The training ratings' scale, the held-out ratings against it; with report (no other problem found), what
+    validate shows of them (ratings.report)."""
+    where = {split: f"{cfg.data.source} ({split} split)" for split in dd}
+    rows = {split: source_rows(ds) for split, ds in dd.items()}
+    values = {split: ds[column][:] for split, ds in dd.items()}
+    scale, problems = rating_scale(cfg, values["train"], where["train"], rows["train"])
+    if scale:
+        problems += ratings.check_values(cfg, values["eval"], scale, where["eval"], column, rows["eval"])
+    else:  # every value that can never train, in both splits at once
+        problems += ratings.faults(values["eval"], where["eval"], column, rows["eval"])
+    if scale and report and not problems:
+        ratings.report(cfg, values, scale, column, rows)
+    return problems
 
 
 def setup(cfg, dd) -> dict:
@@ -303,7 +227,7 @@ def tokenize(ds, tokenizer, cfg, task):
         return {**enc, "labels": target(row[used["rating"]], task)}
 
     if task["shape"] == "ratings":
-        problems = _unknown_thumbs(ds[used["rating"]][:], task, cfg.data.source, used["rating"]) if task["rating"] == "thumbs" else []
+        problems = ratings.check_values(cfg, ds[used["rating"]][:], task, cfg.data.source, used["rating"], source_rows(ds))
         if problems:  # e.g. `tunesmith eval RUN --data OTHER` with other thumbs values than the run was trained on
             raise TunesmithError(problems)
     return ds.map(pair if task["shape"] == "pairs" else rating, remove_columns=columns,

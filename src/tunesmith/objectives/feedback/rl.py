@@ -25,7 +25,7 @@ from pydantic import Field
 
 from tunesmith.data.roles import Role, check_columns, no_packing
 from tunesmith.data.templates import fields, render
-from tunesmith.objectives.feedback import rewards
+from tunesmith.objectives.feedback import checks, rewards
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 from tunesmith.trust import trust_decided, trusted
@@ -170,10 +170,7 @@ def check(cfg, dd, tokenizer) -> list[str]:
     from pathlib import Path
 
     d, o = cfg.data, cfg.objective
-    problems = []
-    if d.format == "chat" and not getattr(tokenizer, "chat_template", None):
-        problems.append(f"data.format: 'chat' needs a tokenizer with a chat template, and {cfg.model.name!r} has none; "
-                        "use data.format: text")
+    problems = checks.chat_template_problem(cfg, tokenizer)
     for split, ds in dd.items():
         needed = fields(d.template) if d.template else [d.column("prompt")]
         missing = [c for c in needed if c not in ds.column_names]
