@@ -86,3 +86,19 @@ def test_a_finished_variant_trains_again_when_its_data_or_config_changed(tiny_be
         compare(cfg, ["lora"], out=out, overrides=["train.max_steps=3"])
     assert "training lora (its config changed)" in caplog.text
     assert json.loads(manifest.read_text())["train_steps"] == 3
+
+
+def test_a_folder_compare_did_not_write_is_refused(tiny_bert, sentiment_file, make_config, tmp_path):
+    import pytest
+
+    from tunesmith.errors import TunesmithError
+
+    cfg = make_config(tiny_bert, sentiment_file, "classify")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(TunesmithError, match=r"holds files that `tunesmith compare` did not write \(\['notes.txt'\]\)"):
+        compare(cfg, ["lora"], out=tmp_path / "mine")
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(TunesmithError, match="is an existing file, not a folder; choose a folder, e.g. --out runs/"):
+        compare(cfg, ["lora"], out=tmp_path / "file")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine" and (tmp_path / "file").read_text() == "mine"

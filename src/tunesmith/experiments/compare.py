@@ -69,7 +69,7 @@ def compare(config, methods: list[str] | None = None, *, out: str | Path | None 
     check_command_folder(out, "compare", entries=COMPARE_ENTRIES, example="runs/compare-mine")
     for sub in ("configs", "runs", "logs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    results = {}
+    results, fingerprints = {}, {}  # the data's fingerprints: read once for the variants that share it
     todo = variants(raw, cfg, methods)
     for i, v in enumerate(todo):
         name, run_dir = v["name"], out / "runs" / v["name"]
@@ -83,7 +83,8 @@ def compare(config, methods: list[str] | None = None, *, out: str | Path | None 
             continue
         config_path = out / "configs" / f"{name}.yaml"
         text = yaml.safe_dump(v["raw"], sort_keys=False, allow_unicode=True)
-        why = "--rerun" if rerun else reason_to_train(run_dir, config_path, text, trust_remote_code=trust_remote_code)
+        why = "--rerun" if rerun else reason_to_train(run_dir, config_path, text, trust_remote_code=trust_remote_code,
+                                                       cache=fingerprints)
         if why is None:
             log.info("compare: %s finished before with the same config and data; skipping it (--rerun to train "
                      "again)", name)

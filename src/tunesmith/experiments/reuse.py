@@ -21,7 +21,6 @@ from tunesmith.errors import TunesmithError
 from tunesmith.runs.folder import finished_run, run_marker
 
 
-
 def _hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
@@ -100,10 +99,11 @@ def _recorded(config_path: Path, text: str, inputs: dict[str, Path]) -> dict | N
 
 
 def reason_to_train(run_dir: Path, config_path: Path, text: str, *, inputs: dict[str, Path] | None = None,
-                    trust_remote_code: bool = False) -> str | None:
+                    trust_remote_code: bool = False, cache: dict | None = None) -> str | None:
     """None when the finished run in `run_dir` may be kept: it was trained from `text` (the config, as written to
     config_path), from the runs in `inputs` (name -> folder) as they are now, and on the data that config reads now.
-    Else what changed, e.g. "its config changed", "sft was trained again since", "its data changed: ..."."""
+    Else what changed, e.g. "its config changed", "sft was trained again since", "its data changed: ...". `cache`
+    keeps the data's fingerprints for the next call (compare's variants share their data)."""
     inputs = inputs or {}
     if not finished_run(run_dir):
         return "its last run did not finish" if Path(run_dir).exists() else "it has no run yet"
@@ -114,4 +114,4 @@ def reason_to_train(run_dir: Path, config_path: Path, text: str, *, inputs: dict
     retrained = [name for name, folder in inputs.items() if before.get(name) != run_identity(folder)]
     if retrained:
         return f"{', '.join(retrained)} {'was' if len(retrained) == 1 else 'were'} trained again since it ran"
-    return data_change(run_dir, yaml.safe_load(text), trust_remote_code)
+    return data_change(run_dir, yaml.safe_load(text), trust_remote_code, cache)
