@@ -62,8 +62,8 @@ def data_change(run_dir: Path, config, trust_remote_code: bool = False, cache: d
         key = json.dumps([cfg.model_dump(mode="json", include={"model", "data", "objective", "eval"}), cfg.train.seed],
                          sort_keys=True, default=str)
         now = cache[key] if cache is not None and key in cache else current_fingerprint(cfg, trust_remote_code)
-    except TunesmithError as err:
-        return f"its data could not be read now ({err})"
+    except Exception as err:  # noqa: BLE001  (training it again reports the problem in full)
+        return f"its data could not be read now ({err if isinstance(err, TunesmithError) else repr(err)})"
     if cache is not None:
         cache[key] = now
     changed = [s for s in sorted(set(recorded) | set(now)) if recorded.get(s) != now.get(s)]
