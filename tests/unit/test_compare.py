@@ -2,6 +2,8 @@
 skipped on a re-run, compare.json / compare.html hold the table and the plots."""
 
 import json
+import logging
+from pathlib import Path
 
 import yaml
 from typer.testing import CliRunner
@@ -57,3 +59,46 @@ def test_compare_command_with_methods(tiny_bert, sentiment_file, make_config, tm
     assert [r["status"] for r in rows] == ["ok", "ok"]
     ia3 = yaml.safe_load((tmp_path / "cmp" / "configs" / "ia3.yaml").read_text())
     assert ia3["train"]["learning_rate"] == 5e-3 and ia3["train"]["max_steps"] == 2  # the method's usual rate, shared budget
+
+
+def test_a_finished_variant_trains_again_when_its_data_or_config_changed(tiny_bert, sentiment_file, make_config,
+                                                                         tmp_path, caplog):
+    data = tmp_path / "sentiment.jsonl"
+    data.write_text(Path(sentiment_file).read_text())
+    cfg = make_config(tiny_bert, str(data), "classify", train={"max_steps": 2})
+    out, manifest = tmp_path / "cmp", tmp_path / "cmp" / "runs" / "lora" / "manifest.json"
+    compare(cfg, ["lora"], out=out)
+    stamp = manifest.stat().st_mtime
+    with caplog.at_level(logging.INFO, logger="tunesmith"):
+        compare(cfg, ["lora"], out=out)
+    assert manifest.stat().st_mtime == stamp and "lora finished before with the same config and data" in caplog.text
+
+    data.write_text("".join(data.read_text().splitlines(keepends=True)[:-4]))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tunesmith"):
+        summary = compare(cfg, ["lora"], out=out)
+    assert manifest.stat().st_mtime != stamp and summary["rows"][0]["status"] == "ok"
+    assert f"training lora (its data changed: {data} now gives other" in caplog.text
+    assert json.loads(manifest.read_text())["train_examples"] == 96 - 4 - 16
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tunesmith"):
+        compare(cfg, ["lora"], out=out, overrides=["train.max_steps=3"])
+    assert "training lora (its config changed)" in caplog.text
+    assert json.loads(manifest.read_text())["train_steps"] == 3
+
+
+def test_a_folder_compare_did_not_write_is_refused(tiny_bert, sentiment_file, make_config, tmp_path):
+    import pytest
+
+    from tunesmith.errors import TunesmithError
+
+    cfg = make_config(tiny_bert, sentiment_file, "classify")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(TunesmithError, match=r"holds files that `tunesmith compare` did not write \(\['notes.txt'\]\)"):
+        compare(cfg, ["lora"], out=tmp_path / "mine")
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(TunesmithError, match="is an existing file, not a folder; choose a folder, e.g. --out runs/"):
+        compare(cfg, ["lora"], out=tmp_path / "file")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine" and (tmp_path / "file").read_text() == "mine"

@@ -113,7 +113,7 @@ def test_a_killed_two_process_run_leaves_no_workers_and_resumes_on_two(tmp_path,
     from test_resume import kill_when_checkpointed, runner, weights
 
     from tunesmith.cli import app
-    from tunesmith.runs.resume import _alive
+    from tunesmith.procs import alive as _alive
 
     cfg = make_config(tiny_bert, sentiment_file, "classify",
                       train={"max_steps": 24, "save_steps": 4, "per_device_train_batch_size": 2})

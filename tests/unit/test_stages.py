@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -78,3 +81,36 @@ def test_a_folder_the_pipeline_did_not_write_is_refused(two_stages, tmp_path):
     with pytest.raises(TunesmithError, match="did not write"):
         run_pipeline(write(tmp_path, two_stages), out=tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_a_stage_trains_again_when_its_data_or_an_input_changed_and_says_why(tiny_llama, qa_file, make_config,
+                                                                             tmp_path, caplog):
+    data = tmp_path / "qa-again.jsonl"
+    data.write_text(Path(qa_file).read_text())
+    stages = [{"name": "sft", "config": make_config(tiny_llama, qa_file, "sft")},
+              {"name": "again", "from": "sft", "config": make_config("placeholder", str(data), "sft"),
+               "overrides": {"train.max_steps": 2}}]
+    path, out = write(tmp_path, stages), tmp_path / "out"
+    run_pipeline(path, out=out)
+    with caplog.at_level(logging.INFO, logger="tunesmith"):
+        summary = run_pipeline(path, out=out)  # nothing changed: both skipped, their data read and compared
+    assert [s["skipped"] for s in summary["stages"]] == [True, True]
+    assert "again finished before with the same config, data and inputs; skipping it" in caplog.text
+
+    data.write_text("".join(data.read_text().splitlines(keepends=True)[:-3]))  # the second stage's data changes
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tunesmith"):
+        summary = run_pipeline(path, out=out)
+    assert [s["skipped"] for s in summary["stages"]] == [True, False]
+    assert re.search(rf"training again \(its data changed: {re.escape(str(data))} now gives other (eval and )?train "
+                     r"rows \(fingerprints .*train [0-9a-f]{16} -> [0-9a-f]{16}\)\)", caplog.text), caplog.text
+    manifest = json.loads((out / "again" / "manifest.json").read_text())
+    assert manifest["train_examples"] == 64 - 3 - 16  # the new adapter, trained on the edited data
+
+    sft = out / "sft" / "manifest.json"  # sft trained again by an earlier invocation whose next stage then failed
+    sft.write_text(json.dumps({**json.loads(sft.read_text()), "finished": "later"}))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tunesmith"):
+        summary = run_pipeline(path, out=out)
+    assert [s["skipped"] for s in summary["stages"]] == [True, False]
+    assert "training again (sft was trained again since it ran)" in caplog.text

@@ -139,3 +139,41 @@ def test_a_folder_the_sweep_did_not_write_is_refused(tiny_bert, sentiment_file, 
     no_section = make_config(tiny_bert, sentiment_file, "classify")
     with pytest.raises(TunesmithError, match="the config has no sweep: section"):
         sweep(no_section, out=tmp_path / "new")
+
+
+def test_ctrl_c_says_the_trial_is_retried_and_how_to_continue(tiny_bert, sentiment_file, make_config, tmp_path):
+    import optuna
+
+    cfg = sweep_config(make_config, tiny_bert, sentiment_file, trials=2)
+    path, out = write(tmp_path, cfg), tmp_path / "sw"
+    command = "from tunesmith.cli import main; main()"  # the `tunesmith` command
+    proc = subprocess.Popen([sys.executable, "-c", command, "sweep", str(path), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "logs" / "0.log").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    said = " ".join(stderr.split())
+    assert "sweep interrupted; the trial in flight will be retried: run the same command to continue" in said
+    assert "Traceback" not in stderr and "Aborted" not in stderr
+    study = optuna.load_study(study_name="tunesmith-sweep", storage=f"sqlite:///{out / 'sweep.db'}")
+    interrupted, queued = study.get_trials()
+    assert interrupted.state == optuna.trial.TrialState.FAIL and interrupted.user_attrs["interrupted"]
+    assert queued.state == optuna.trial.TrialState.WAITING  # its parameters, for the next run of the command
+
+
+def test_a_continued_sweep_refuses_trials_trained_on_other_data(tiny_bert, sentiment_file, make_config, tmp_path):
+    data = tmp_path / "sentiment.jsonl"
+    data.write_text(open(sentiment_file).read())
+    cfg = sweep_config(make_config, tiny_bert, str(data), trials=1)
+    out = tmp_path / "sw"
+    sweep(cfg, out=out)
+    assert len(sweep(cfg, out=out)["trials"]) == 1  # unchanged: continued, nothing trained
+    data.write_text("".join(data.read_text().splitlines(keepends=True)[:-5]))
+    assert len(sweep(cfg, out=out)["trials"]) == 1  # nothing to train: the report is made from what was trained
+    with pytest.raises(TunesmithError, match=r"trial 0 of this sweep trained on other data than its config reads now "
+                                             r"\(its data changed: .*sentiment.jsonl now gives other .*Undo the change"):
+        sweep(cfg, out=out, trials=2)

@@ -189,13 +189,19 @@ def sweep(
     from tunesmith.cli.tables import fmt
     from tunesmith.experiments.sweep import sweep as run_sweep
 
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("sweep", total=None)
+    try:
+        with Progress(console=err_console, transient=True) as bar:
+            task = bar.add_task("sweep", total=None)
 
-        def progress(done, total, number):
-            bar.update(task, total=total, completed=done, description=f"trial {number} ({done + 1}/{total})")
+            def progress(done, total, number):
+                bar.update(task, total=total, completed=done, description=f"trial {number} ({done + 1}/{total})")
 
-        summary = call(run_sweep, config, out=out, trials=trials, progress=progress, trust_remote_code=trust_remote_code)
+            summary = call(run_sweep, config, out=out, trials=trials, progress=progress,
+                           trust_remote_code=trust_remote_code)
+    except KeyboardInterrupt:
+        err_console.print("sweep interrupted; the trial in flight will be retried: run the same command to continue",
+                          highlight=False)
+        raise typer.Exit(130) from None
     best, keys = (summary["best"] or {}).get("number"), list(summary["parameters"])
     short = [k.split(".")[-1] for k in keys]  # learning_rate, r, target_modules: the full keys head sweep.html
     table = Table(title=f"sweep on {summary['metric']} ({summary['direction']}; best marked *)")

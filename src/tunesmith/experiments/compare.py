@@ -2,15 +2,14 @@
 
 Each variant is an ordinary run (its own process, so peak memory is its own; a crash stays its own) under
 <out>/runs/<name>; compare.json and compare.html are made from the run folders' files. A finished run is
-skipped when the comparison is run again, unless `rerun`.
+skipped when the comparison is run again, unless `rerun` or unless its config or its data changed since it trained
+(tunesmith.experiments.reuse).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,14 +17,17 @@ import yaml
 
 from tunesmith.config import RunConfig, apply_overrides, load_config, read_yaml
 from tunesmith.errors import TunesmithError
+from tunesmith.experiments.reuse import reason_to_train, record_training
+from tunesmith.experiments.train_process import train_in_subprocess
 from tunesmith.methods.registry import METHODS
 from tunesmith.report.runlog import read_json, write_json
-from tunesmith.runs import is_finished, run_marker
+from tunesmith.runs.folder import check_command_folder, finished_run
 
 log = logging.getLogger("tunesmith")
 
 # The task metric shown first: the first of these that the runs report (which way it is better comes from the
 # runs' eval.json, see primary_metric).
+COMPARE_ENTRIES = {"configs", "runs", "logs", "plots", "compare.json", "compare.html"}  # what it writes in --out
 PRIMARY = ("accuracy", "rougeL", "preference_accuracy", "reward_accuracy", "reward", "eval_loss")
 
 
@@ -57,24 +59,6 @@ def variants(raw: dict, cfg: RunConfig, methods: list[str] | None) -> list[dict]
     return out
 
 
-def _finished(run_dir: Path) -> bool:
-    manifest = run_marker(run_dir)
-    return manifest is not None and is_finished(manifest) and (run_dir / "eval.json").exists()
-
-
-def train_in_subprocess(config_path: Path, run_dir: Path, log_path: Path, trust_remote_code: bool = False) -> str | None:
-    """Run `tunesmith train` in its own process; None on success, else the error it printed."""
-    cmd = [sys.executable, "-m", "tunesmith.cli", "train", str(config_path), "--out", str(run_dir), "--overwrite"]
-    cmd += ["--trust-remote-code"] if trust_remote_code else []
-    with log_path.open("w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode == 0:
-        return None
-    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:") or "Error" in line]
-    return (errors[-1] if errors else (lines[-1] if lines else f"exit status {proc.returncode}")).strip()
-
-
 def compare(config, methods: list[str] | None = None, *, out: str | Path | None = None, rerun: bool = False,
             overrides: list[str] | dict | None = None, progress=None, trust_remote_code: bool = False) -> dict:
     """Run every variant (or skip it if finished), then write compare.json and compare.html. Returns the rows."""
@@ -82,10 +66,10 @@ def compare(config, methods: list[str] | None = None, *, out: str | Path | None 
     raw = apply_overrides(raw, overrides)
     cfg = load_config(raw)
     out = Path(out) if out else Path("runs") / f"compare-{Path(config).stem if isinstance(config, (str, Path)) else 'run'}"
-    check_compare_folder(out)
+    check_command_folder(out, "compare", entries=COMPARE_ENTRIES, example="runs/compare-mine")
     for sub in ("configs", "runs", "logs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    results = {}
+    results, fingerprints = {}, {}  # the data's fingerprints: read once for the variants that share it
     todo = variants(raw, cfg, methods)
     for i, v in enumerate(todo):
         name, run_dir = v["name"], out / "runs" / v["name"]
@@ -98,14 +82,21 @@ def compare(config, methods: list[str] | None = None, *, out: str | Path | None 
             log.warning("compare: %s is not a valid config: %s", name, err)
             continue
         config_path = out / "configs" / f"{name}.yaml"
-        config_path.write_text(yaml.safe_dump(v["raw"], sort_keys=False, allow_unicode=True))
-        if _finished(run_dir) and not rerun:
-            log.info("compare: %s finished before; skipping it (rerun to train again)", name)
+        text = yaml.safe_dump(v["raw"], sort_keys=False, allow_unicode=True)
+        why = "--rerun" if rerun else reason_to_train(run_dir, config_path, text, trust_remote_code=trust_remote_code,
+                                                       cache=fingerprints)
+        if why is None:
+            log.info("compare: %s finished before with the same config and data; skipping it (--rerun to train "
+                     "again)", name)
             results[name] = {}
             continue
+        log.info("compare: training %s (%s)", name, why)
+        config_path.write_text(text)
         start = time.time()
         error = train_in_subprocess(config_path, run_dir, out / "logs" / f"{name}.log", trust_remote_code)
         results[name] = {"error": error} if error else {}
+        if not error:
+            record_training(config_path, text)
         log.info("compare: %s %s in %.0f s", name, "failed" if error else "done", time.time() - start)
     rows = [row(name, out / "runs" / name, results[name].get("error")) for name in results]
     metric = primary_metric(rows)
@@ -117,20 +108,6 @@ def compare(config, methods: list[str] | None = None, *, out: str | Path | None 
 
     write_compare_report(out)
     return summary
-
-
-COMPARE_ENTRIES = {"configs", "runs", "logs", "plots", "compare.json", "compare.html"}
-
-
-def check_compare_folder(out: Path) -> None:
-    """A comparison folder is new, empty, or one that compare wrote (it adds to it and skips finished runs); never
-    a folder with other files, whose configs/ or logs/ it could overwrite."""
-    if out.exists() and not out.is_dir():
-        raise TunesmithError(f"--out {out}: is an existing file, not a folder; choose a folder, e.g. --out runs/compare-mine")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in COMPARE_ENTRIES) if out.is_dir() else []
-    if foreign:
-        raise TunesmithError(f"--out {out}: holds files that `tunesmith compare` did not write ({foreign[:8]}); it writes "
-                             "configs/, runs/, logs/ and compare.* there, so choose a new or empty folder")
 
 
 def metric_direction(rows: list[dict], metric: str | None) -> str:
@@ -148,7 +125,7 @@ def primary_metric(rows: list[dict]) -> str | None:
 
 def row(name: str, run_dir: Path, error: str | None) -> dict:
     """One table row from a run folder (or the error that stopped it)."""
-    if error or not _finished(run_dir):
+    if error or not finished_run(run_dir):
         return {"name": name, "status": "failed", "error": error or "no results (the run did not finish)"}
     m, e = read_json(run_dir / "manifest.json"), read_json(run_dir / "eval.json")
     scalars = lambda d: {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}  # noqa: E731

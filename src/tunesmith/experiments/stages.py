@@ -13,8 +13,10 @@ then RL or DPO on the sft model). Each stage is an ordinary run under <out>/<sta
         config: rl-reviews.yaml
         runs: {objective.reward.run: reward}  # config keys that take a run folder: the reward stage's
 
-Run again, a stage is skipped when it finished with the same config and no stage it depends on was trained again
-in this invocation; otherwise it is trained again (its old run is replaced only once the new one has finished).
+Run again, a stage is skipped when it finished with the same config, on the same data (the fingerprints in its
+manifest.json against the data its config reads now), and no stage it uses (from:, runs:) was trained again since;
+otherwise it is trained again, with one log line saying what changed (its old run is replaced only once the new
+one has finished). See tunesmith.experiments.reuse.
 <out>/pipeline.json and <out>/report.html show the chain: what each stage bought and cost.
 """
 
@@ -30,9 +32,10 @@ import yaml
 
 from tunesmith.config import apply_overrides, load_config, read_yaml
 from tunesmith.errors import TunesmithError
-from tunesmith.experiments.compare import train_in_subprocess
+from tunesmith.experiments.reuse import reason_to_train, record_training
+from tunesmith.experiments.train_process import train_in_subprocess
 from tunesmith.report.runlog import read_json, write_json
-from tunesmith.runs import is_finished, run_marker
+from tunesmith.runs.folder import check_command_folder, finished_run
 
 log = logging.getLogger("tunesmith")
 
@@ -107,7 +110,7 @@ def is_pipeline_file(path: str | Path) -> bool:
 
 def pending_runs(stage: dict, out: Path) -> list[str]:
     """The earlier stages whose runs this stage reads (runs:) and that have not finished yet."""
-    return [s for target, s in stage["refs"].items() if target != "model.name" and not _finished(out / s)]
+    return [s for target, s in stage["refs"].items() if target != "model.name" and not finished_run(out / s)]
 
 
 def checkable_config(stage: dict, stages: list[dict], out: Path) -> dict:
@@ -116,26 +119,10 @@ def checkable_config(stage: dict, stages: list[dict], out: Path) -> dict:
     raw = stage_config(stage, out)
     by_name = {s["name"]: s for s in stages}
     current = stage
-    while "model.name" in current["refs"] and not _finished(out / current["refs"]["model.name"]):
+    while "model.name" in current["refs"] and not finished_run(out / current["refs"]["model.name"]):
         current = by_name[current["refs"]["model.name"]]
         raw = apply_overrides(raw, {"model.name": stage_config(current, out)["model"]["name"]})
     return raw
-
-
-def check_pipeline_folder(out: Path) -> None:
-    """A pipeline folder is new, empty, or one that `tunesmith pipeline` wrote: never a folder with other files."""
-    if out.exists() and not out.is_dir():
-        raise TunesmithError(f"--out {out}: is an existing file; choose a folder, e.g. --out runs/my-pipeline")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not (out / "pipeline.json").exists():
-        raise TunesmithError(f"--out {out}: is a folder that `tunesmith pipeline` did not write; choose a new or empty "
-                             "folder")
-
-
-def _finished(run_dir: Path) -> bool:
-    manifest = run_marker(run_dir)
-    return manifest is not None and is_finished(manifest) and (run_dir / "eval.json").exists()
 
 
 def run_pipeline(path: str | Path, *, out: str | Path | None = None, rerun: bool = False, progress=None,
@@ -144,7 +131,7 @@ def run_pipeline(path: str | Path, *, out: str | Path | None = None, rerun: bool
     path = Path(path)
     stages = read_stages(path)
     out = Path(out) if out else Path("runs") / path.stem
-    check_pipeline_folder(out)
+    check_command_folder(out, "pipeline", marker="pipeline.json", example="runs/my-pipeline")
     for stage in stages:  # every stage's config is valid before the first one trains (earlier runs may not exist yet)
         try:
             load_config(stage_config(stage, out))
@@ -152,23 +139,22 @@ def run_pipeline(path: str | Path, *, out: str | Path | None = None, rerun: bool
             raise TunesmithError(f"{path}: stage {stage['name']!r}: {err}") from None
     for sub in ("configs", "logs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    trained: set[str] = set()
-    rows = []
+    rows, trained = [], set()
     for i, stage in enumerate(stages):
         name, run_dir = stage["name"], out / stage["name"]
         if progress:
             progress(i, len(stages), name)
         text = yaml.safe_dump(stage_config(stage, out), sort_keys=False, allow_unicode=True)
         config_path = out / "configs" / f"{name}.yaml"
-        same = config_path.exists() and config_path.read_text() == text
-        upstream = sorted(set(stage["refs"].values()) & trained)
-        if _finished(run_dir) and same and not upstream and not rerun:
-            log.info("pipeline: %s finished before with the same config; skipping it", name)
+        inputs = {s: out / s for s in dict.fromkeys(stage["refs"].values())}
+        upstream = [s for s in inputs if s in trained]
+        why = "--rerun" if rerun else f"{', '.join(upstream)} trained again" if upstream else reason_to_train(
+            run_dir, config_path, text, inputs=inputs, trust_remote_code=trust_remote_code)
+        if why is None:
+            log.info("pipeline: %s finished before with the same config, data and inputs; skipping it", name)
             rows.append(stage_row(name, run_dir, skipped=True))
             continue
-        why = "rerun" if rerun else f"{', '.join(upstream)} trained again" if upstream else (
-            "its config changed" if config_path.exists() and not same else "")
-        log.info("pipeline: training %s%s", name, f" ({why})" if why else "")
+        log.info("pipeline: training %s (%s)", name, why)
         config_path.write_text(text)
         start = time.time()
         error = train_in_subprocess(config_path, run_dir, out / "logs" / f"{name}.log", trust_remote_code)
@@ -178,6 +164,7 @@ def run_pipeline(path: str | Path, *, out: str | Path | None = None, rerun: bool
             raise TunesmithError(f"pipeline: stage {name!r} failed: {error} (its log: {out / 'logs' / (name + '.log')}); "
                                  "the stages after it did not run. Fix it and run the pipeline again: finished stages "
                                  "are skipped")
+        record_training(config_path, text, inputs)
         trained.add(name)
         log.info("pipeline: %s done in %.0f s", name, time.time() - start)
         rows.append(stage_row(name, run_dir))
@@ -187,7 +174,7 @@ def run_pipeline(path: str | Path, *, out: str | Path | None = None, rerun: bool
 def stage_row(name: str, run_dir: Path, *, skipped: bool = False, error: str | None = None) -> dict:
     """What the stage bought and cost, read from its run folder."""
     row = {"stage": name, "run": str(run_dir), "skipped": skipped, "error": error}
-    if error or not _finished(run_dir):
+    if error or not finished_run(run_dir):
         return row
     manifest, ev = read_json(run_dir / "manifest.json"), read_json(run_dir / "eval.json")
     row.update({k: manifest.get(k) for k in ("model", "method", "objective", "trainable_params", "total_params",

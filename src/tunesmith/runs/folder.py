@@ -75,6 +75,13 @@ def is_finished(manifest: dict) -> bool:
     return "saved" in manifest  # runs made before the status key: the manifest was written at the end
 
 
+def finished_run(folder: Path) -> bool:
+    """A run folder whose run finished and holds its results (manifest.json says finished, eval.json is there): what
+    compare, the pipeline and the sweep may keep instead of training again."""
+    manifest = run_marker(folder)
+    return manifest is not None and is_finished(manifest) and (Path(folder) / "eval.json").is_file()
+
+
 def retrain_hint(folder: Path) -> str:
     return f"train it again with `tunesmith train CONFIG --out {folder} --overwrite`"
 
@@ -234,6 +241,25 @@ def discard_output(plan: OutputPlan) -> None:
     """After a failure: remove what was staged beside an existing folder (the old folder is untouched)."""
     if plan.swaps and plan.stage.exists():
         shutil.rmtree(plan.stage, ignore_errors=True)
+
+
+def check_command_folder(out: Path, command: str, *, example: str, entries: set[str] | None = None,
+                         marker: str | None = None) -> None:
+    """A folder that a command writes many files into (compare, sweep, pipeline, constitution) is new, empty, or one
+    that command wrote: every name at its top is one of `entries`, or it holds the command's `marker` file. Never an
+    existing file, never a folder with other files, which the command could overwrite."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TunesmithError(f"--out {out}: is an existing file, not a folder; choose a folder, e.g. --out {example}")
+    if not out.is_dir() or not any(out.iterdir()) or (marker is not None and (out / marker).is_file()):
+        return
+    if entries is None:
+        raise TunesmithError(f"--out {out}: is a folder that `tunesmith {command}` did not write (it has no {marker}); "
+                             "choose a new or empty folder")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in entries)
+    if foreign:
+        raise TunesmithError(f"--out {out}: holds files that `tunesmith {command}` did not write ({foreign[:8]}); it "
+                             f"writes only {sorted(entries)} there, so choose a new or empty folder")
 
 
 def write_export_marker(folder: Path, **facts) -> None:

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
+from tunesmith.procs import alive
 from tunesmith.runs.folder import PARTIAL, is_finished, run_marker
 
 COMPLETE = "tunesmith-checkpoint.json"
@@ -55,21 +56,6 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped: an orphaned --nproc worker in a container without an init) is not alive
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1] != "Z"
-    except OSError:
-        return True
-
-
 def stopped_run(run_dir: str | Path) -> tuple[Path, Path]:
     """(folder holding the stopped run, its last complete checkpoint) for `--resume RUN_DIR`; else a clear error."""
     target = Path(run_dir)
@@ -78,7 +64,7 @@ def stopped_run(run_dir: str | Path) -> tuple[Path, Path]:
         manifest = run_marker(folder) if folder.is_dir() else None
         if manifest is None or is_finished(manifest):
             continue
-        if _alive(manifest.get("pid")):
+        if alive(manifest.get("pid")):
             raise TunesmithError(f"--resume {target}: the run is still training (process {manifest['pid']}); wait for "
                                  "it or stop it first")
         checkpoint = last_checkpoint(folder)

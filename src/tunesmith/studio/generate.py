@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
+from tunesmith.procs import alive
 from tunesmith.studio.db import now, open_studio, transaction
 from tunesmith.studio.study import build_tasks, settings
 
@@ -48,21 +49,11 @@ def missing_rows(conn) -> int:
         "SELECT count(*) FROM prompts").fetchone()[0] * k - have
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def claim(conn, total: int) -> None:
     """Mark generation as running in this process, unless another live process is at it."""
     with transaction(conn):
         row = conn.execute("SELECT * FROM generation").fetchone()
-        if (row is not None and row["status"] == "running" and row["pid"] != os.getpid() and _alive(row["pid"])
+        if (row is not None and row["status"] == "running" and row["pid"] != os.getpid() and alive(row["pid"])
                 and now() - row["updated_at"] < STALE_SECONDS):
             raise TunesmithError(f"another process (pid {row['pid']}) is generating this study's responses "
                                  f"({row['done']} of {row['total']} done); wait for it, or stop it and run again")

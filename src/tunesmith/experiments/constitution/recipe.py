@@ -39,6 +39,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from tunesmith.config_io import beside, read_yaml
 from tunesmith.errors import TunesmithError
+from tunesmith.runs.folder import check_command_folder
 from tunesmith.schema import Section
 
 log = logging.getLogger("tunesmith")
@@ -194,15 +195,6 @@ def pipeline_file(cfg: ConstitutionConfig, config_path: Path, out: Path) -> dict
     return {"stages": stages}
 
 
-def check_out_folder(out: Path) -> None:
-    """The output folder is new, empty, or one this command wrote (it holds constitution.yaml)."""
-    if out.exists() and not out.is_dir():
-        raise TunesmithError(f"--out {out}: is an existing file; choose a folder, e.g. --out runs/constitutional-ai")
-    if out.is_dir() and any(out.iterdir()) and not (out / "constitution.yaml").is_file():
-        raise TunesmithError(f"--out {out}: is a folder that `tunesmith constitution` did not write; choose a new or "
-                             "empty folder")
-
-
 def run_constitution(config_path: str | Path, *, out: str | Path | None = None, overwrite: bool = False,
                      trust_remote_code: bool = False, progress=None) -> dict:
     """Generate (or reuse) the data, train the stages, measure base vs tuned; returns what constitution.json holds."""
@@ -213,7 +205,7 @@ def run_constitution(config_path: str | Path, *, out: str | Path | None = None, 
     cfg = read_config(config_path)
     principles = read_constitution(cfg.constitution)
     out = Path(out) if out else Path("runs") / config_path.stem
-    check_out_folder(out)
+    check_command_folder(out, "constitution", marker="constitution.yaml", example="runs/constitutional-ai")
     pipeline = pipeline_file(cfg, config_path, out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "constitution.yaml").write_text(yaml.safe_dump(cfg.model_dump(exclude_none=True), sort_keys=False))
