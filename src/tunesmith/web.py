@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
+from tunesmith.procs import alive
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -109,7 +110,7 @@ def claim_folder(folder: str | Path, what: str, *, host: str, port: int, name: s
         locked = _lock(fd)
         other = _read_lock(path, wait=locked is False)
         if locked is None:  # no OS locks on this file system: held while the pid written there lives (this machine)
-            locked = other.get("hostname", socket.gethostname()) != socket.gethostname() or not _alive(other.get("pid"))
+            locked = other.get("hostname", socket.gethostname()) != socket.gethostname() or not (alive(other.get("pid")) or other.get("pid") == os.getpid())
         if not locked:
             held = (f"pid {other.get('pid', '?')}, port {other.get('port', '?')}"
                     + (f" on {other['hostname']}" if other.get("hostname") not in (None, socket.gethostname()) else ""))
@@ -167,17 +168,3 @@ def _read_lock(path: Path, wait: bool = False) -> dict:
             break
         time.sleep(0.05)
     return found if isinstance(found, dict) else {}
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except PermissionError:  # it exists, under another user
-        return True
-    except OSError:
-        return False
-    return True
