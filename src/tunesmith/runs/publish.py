@@ -54,8 +54,7 @@ def check_repo_id(repo: str) -> str:
         except HFValidationError as err:
             problem = str(err).splitlines()[0]
     if problem:
-        raise TunesmithError(f"--repo {repo!r} is not a valid Hub repo id: {problem}; e.g. --repo alice/sentiment-lora "
-                             "(letters, digits, '-', '_', '.'; at most 96 characters)")
+        raise TunesmithError(f"--repo {repo!r} is not a valid Hub repo id: {problem.rstrip('.')}; e.g. --repo alice/sentiment-lora")
     return repo
 
 
