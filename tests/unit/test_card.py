@@ -103,3 +103,37 @@ def test_the_base_license_comes_from_its_card_and_catalog_assets_name_their_orig
     assert _base_origin("minilm-l6") == ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")
     assert _datasets({"data": {"source": "/somewhere/private/reviews.jsonl", "mix": [{"source": "boolq"}]}}) == [
         ("reviews.jsonl", None), ("boolq", "google/boolq")]  # a local path is named by its file only
+
+
+def test_a_full_sft_run_card_loads_with_plain_transformers(tiny_llama, qa_file, make_config, tmp_path):
+    from tunesmith import api
+
+    cfg = make_config(tiny_llama, qa_file, "sft", method={"name": "full"}, eval={"probes": ["What is a mirror?"]})
+    run = api.train(cfg, out=tmp_path / "chat-full")
+    card = _card(run.dir / "model")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
+    assert {"full", "sft"} <= set(card.data.tags)
+    results = json.loads((run.dir / "eval.json").read_text())
+    assert ("eval_loss", results["tuned"]["eval_loss"]) in {(r.metric_name, r.metric_value) for r in card.data.eval_results}
+    code = _snippet(card)
+    assert "AutoModelForCausalLM.from_pretrained(model_id)" in code and '"What is a mirror?"' in code
+    script = tmp_path / "snippet.py"
+    script.write_text("import sys\nsys.modules['tunesmith'] = None\n" + code)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_forgetting_is_on_the_card_where_measured(classifier_run, tmp_path):
+    import shutil
+
+    from tunesmith.report.card import build_card
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(classifier_run.dir, run_dir)
+    results = json.loads((run_dir / "eval.json").read_text())
+    results["forgetting"] = {"boolq": {"base": 0.6, "tuned": 0.55, "change": -0.05, "base_acc": 0.6, "tuned_acc": 0.5, "n": 40}}
+    (run_dir / "eval.json").write_text(json.dumps(results))
+    content = build_card(run_dir, run_dir / "adapter").content
+    assert "## Forgetting" in content and "| boolq | 40 | 0.6 | 0.55 | -0.05 |" in content
+    assert "## Forgetting" not in _card(classifier_run.dir / "adapter").content  # not measured there

@@ -210,3 +210,23 @@ def test_an_unreachable_hub_is_named(finished_run, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     with pytest.raises(TunesmithError, match="cannot reach http://127.0.0.1:9"):
         push(Path(finished_run.dir), "alice/x")
+
+
+def test_push_help():
+    from tunesmith.cli import app
+
+    result = CliRunner().invoke(app, ["push", "--help"])
+    assert result.exit_code == 0 and "--dry-run" in result.output and "--merge" in result.output
+
+
+def test_push_merge_uploads_a_standalone_model(finished_run, hub):
+    from tunesmith.report.card import write_card
+    from tunesmith.runs.publish import push
+
+    push(finished_run.dir, "alice/sentiment-merged", merge=True, card=write_card)
+    (commit,) = hub.commits
+    files = commit["files"]
+    assert {"config.json", "model.safetensors", "README.md", "tunesmith_config.yaml"} <= set(files)
+    assert not any(name.startswith("adapter_") for name in files) and "tunesmith-export.json" not in files
+    card = files["README.md"].decode()
+    assert "library_name: transformers" in card and 'model_id = "alice/sentiment-merged"' in card
