@@ -137,3 +137,12 @@ def test_forgetting_is_on_the_card_where_measured(classifier_run, tmp_path):
     content = build_card(run_dir, run_dir / "adapter").content
     assert "## Forgetting" in content and "| boolq | 40 | 0.6 | 0.55 | -0.05 |" in content
     assert "## Forgetting" not in _card(classifier_run.dir / "adapter").content  # not measured there
+
+
+def test_a_method_of_tunesmiths_own_format_says_how_to_load_it(tiny_bert, sentiment_file, make_config, tmp_path):
+    from tunesmith import api
+
+    run = api.train(make_config(tiny_bert, sentiment_file, "classify", method={"name": "features"}), out=tmp_path / "feat")
+    card = _card(run.dir / "features")
+    assert card.data.library_name is None and card.data.pipeline_tag == "text-classification"
+    assert f'tunesmith.load_run("{run.dir.resolve()}")' in card.content and "```python" not in card.content

@@ -57,7 +57,13 @@ class FakeHub:
         if path == "/api/repos/create":
             payload = json.loads(body)
             return 200, {"url": f"{self.url}/{payload['organization']}/{payload['name']}"}
-        if path == "/api/validate-yaml":
+        if path == "/api/validate-yaml":  # what can be checked offline: the card data classes accept the metadata
+            from huggingface_hub import ModelCard
+
+            try:
+                ModelCard(json.loads(body)["content"])
+            except Exception as err:  # noqa: BLE001
+                return 400, {"errors": [{"message": str(err)}]}
             return 200, {"errors": [], "warnings": []}
         if "/preupload/" in path:
             files = json.loads(body)["files"]

@@ -130,6 +130,7 @@ def push(source, repo: str, *, private: bool = False, revision: str | None = Non
     plan = plan_push(source)
     if merge and plan.kind == "export":
         raise TunesmithError(f"push --merge: {source} is already an export; push it as it is, or push the run with --merge")
+    token = None if dry_run else _token()  # before any merging
     with tempfile.TemporaryDirectory(prefix="tunesmith-push-") as tmp:
         if merge:
             from tunesmith.runs.adapters import export
@@ -145,7 +146,6 @@ def push(source, repo: str, *, private: bool = False, revision: str | None = Non
                   "commit_url": None}
         if dry_run:
             return result
-        token = _token()
         stage = Path(tmp) / "upload"
         stage.mkdir()
         _stage(plan, stage, repo, card)
