@@ -100,7 +100,6 @@ def hub(monkeypatch):
 @pytest.fixture(scope="module")
 def finished_run(tiny_bert, sentiment_file, tmp_path_factory):
     from conftest import tiny_config
-
     from tunesmith import api
 
     run = api.train(tiny_config(tiny_bert, sentiment_file, "classify"), out=tmp_path_factory.mktemp("push") / "sentiment")
