@@ -11,6 +11,7 @@ summary, when its run is still open). The other trackers get the Trainer's own l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -157,11 +158,13 @@ def _tensorboard(run_dir: Path, config: dict, results: dict) -> None:
 def _mlflow(run_dir: Path, config: dict, results: dict) -> None:
     import mlflow
 
-    run = mlflow.last_active_run()  # the run the Trainer's MLflowCallback logged to (ended when training ended)
+    # the run the Trainer's MLflowCallback logged to: ended when training ended, or still open if the user started it
+    active = mlflow.active_run()
+    run = active or mlflow.last_active_run()
     if run is None:
         log.warning("train.report_to: mlflow has no run of this training to add eval.json to")
         return
-    with mlflow.start_run(run_id=run.info.run_id):
+    with contextlib.nullcontext() if active else mlflow.start_run(run_id=run.info.run_id):
         mlflow.set_tag("tunesmith.run", run_dir.name.removesuffix(".partial"))
         params = {f"tunesmith.{k}": str(v)[:500] for k, v in _flat(config).items()}  # beside the Trainer's own params
         mlflow.log_params(params)
