@@ -164,8 +164,10 @@ class TrainConfig(Section):
     save_steps: int | None = Field(
         None, gt=0, description="Write a checkpoint every N optimizer steps (model or adapter, optimizer, scheduler, "
         "RNG, data position), so that `tunesmith train --resume RUN_DIR` continues a stopped run from it.")
-    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
-        default_factory=list, description="Experiment trackers, logging into the run folder (tensorboard/, mlruns/).")
+    report_to: list[str] = Field(
+        default_factory=list, description="Experiment trackers: any the installed transformers supports (tensorboard, "
+        "mlflow, wandb, trackio, comet_ml, ...; all: every one installed). tensorboard/ and mlruns/ are written into "
+        "the run folder; the run's config and eval.json are added when it ends (tunesmith.report.tracking).")
     distributed: Literal["ddp", "fsdp", "zero2", "zero3"] = Field(
         "ddp", description="How the processes of `train --nproc N` share the work: ddp (each holds the whole model, "
         "gradients averaged), fsdp (PyTorch FSDP2: parameters, gradients and optimizer state sharded), zero2/zero3 "
@@ -179,6 +181,11 @@ class TrainConfig(Section):
     @classmethod
     def _yaml_no(cls, value):  # YAML 1.1 reads a bare `no` as False
         return "no" if value is False else value
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker(cls, value):  # `report_to: wandb` as transformers takes it; `none` for none
+        return [] if value in (None, "none") else [value] if isinstance(value, str) else value
 
     @field_validator("bf16", mode="before")
     @classmethod

@@ -35,4 +35,4 @@ def test_a_tracker_that_is_not_installed_is_named_with_its_install_command(tiny_
 
 def test_an_unknown_tracker_is_a_config_error(tiny_bert, sentiment_file, make_config):
     with pytest.raises(TunesmithError, match="train.report_to"):
-        api.validate(make_config(tiny_bert, sentiment_file, "classify", train={"report_to": ["wandb"]}))
+        api.validate(make_config(tiny_bert, sentiment_file, "classify", train={"report_to": ["wandbb"]}))

@@ -165,9 +165,11 @@ def export(
 ):
     """Export a run's tuned model: the adapter or model as saved, or merged into a standalone model."""
     start(runs=[run_dir])
+    from tunesmith.report.card import write_card
     from tunesmith.runs.adapters import export as export_run
 
-    path = call(export_run, run_dir, out, merge=merge, rank=rank, overwrite=overwrite, trust_remote_code=trust_remote_code)
+    path = call(export_run, run_dir, out, merge=merge, rank=rank, overwrite=overwrite, trust_remote_code=trust_remote_code,
+                card=write_card)
     console.print(f"wrote [bold]{path}[/]" + (" (loads with AutoModel*.from_pretrained, no PEFT needed)" if merge else ""))
 
 

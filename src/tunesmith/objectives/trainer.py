@@ -49,7 +49,8 @@ def training_arguments(cfg, out_dir: Path, objective, **more):
         bf16=resolve_bf16(t),  # 'auto' resolved for this machine: the Trainer args record what the run used
         use_cpu=use_cpu,
         include_num_input_tokens_seen="non_padding",
-        report_to="none",
+        report_to="none",  # the trackers of train.report_to come as callbacks (tunesmith.report.tracking)
+        **({} if "run_name" in t.extra else {"run_name": Path(out_dir).name.removesuffix(".partial")}),  # the tracker run
         **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
         # --nproc: every trainable parameter takes part in each forward pass, so DDP need not search for unused
         # ones (an extra pass over the autograd graph per step); train.extra can turn the search back on
@@ -114,14 +115,16 @@ def trainer_settings(train) -> dict:
 
 def check_engine(train) -> list[str]:
     """Problems with train.distributed on this machine, each with the fix (`train` checks; `validate` does not, so a
-    GPU config can be checked on a laptop)."""
+    GPU config can be checked on a laptop); and with train.report_to (both check it), before anything loads."""
     import importlib.util
 
     import torch
 
+    from tunesmith.report.tracking import missing_trackers
+
+    problems = missing_trackers(train.report_to)
     if train.distributed == "ddp":
-        return []
-    problems = []
+        return problems
     if not torch.cuda.is_available() or train.use_cpu:
         # accelerate sets FSDP and DeepSpeed up on accelerators only; on CPU it would quietly train with plain DDP
         problems.append(f"train.distributed: {train.distributed} shards the model across GPUs, and this machine trains "

@@ -128,11 +128,13 @@ def load_adapters(run_dirs, trust_remote_code: bool = False) -> AdapterSet:
 
 
 def export(run_dir, out, *, merge: bool = False, rank: int | None = None, overwrite: bool = False,
-           trust_remote_code: bool = False) -> Path:
+           trust_remote_code: bool = False, card=None) -> Path:
     """Write a run's tuned model to `out`: the weights folder as saved, or (merge) a standalone transformers
     model with a LoRA-family adapter folded into the base weights; `rank`: a dylora adapter cut to that rank (a
     plain PEFT LoRA adapter, or merged). `out` may not lie inside the run; an existing export is replaced (with
-    `overwrite`) only once the new one is complete."""
+    `overwrite`) only once the new one is complete. `card(run_dir, folder, location=...)` writes the export's model
+    card, README.md (the CLI passes tunesmith.report.card.write_card; without it, a copied folder keeps the run's
+    card and a merged one has none)."""
     run = Run(run_dir, trust_remote_code=trust_remote_code)
     if rank is not None and run.method.at_rank is None:
         raise TunesmithError(f"export --rank: a {run.config.method.name!r} run is trained at one rank; --rank picks "
@@ -161,6 +163,8 @@ def export(run_dir, out, *, merge: bool = False, rank: int | None = None, overwr
             shutil.copytree(saved, plan.stage, dirs_exist_ok=True)
         write_export_marker(plan.stage, run=str(run.dir), merged=folds, method=run.config.method.name,
                             model=run.config.model.name, **({"rank": rank} if rank is not None else {}))
+        if card is not None:
+            card(run.dir, plan.stage, location=plan.target.resolve())
     except BaseException:
         discard_output(plan)
         if not plan.swaps:  # the folder was absent or empty before: leave it so

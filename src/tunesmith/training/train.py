@@ -26,6 +26,7 @@ from tunesmith.modeling import (
     load_model,
     to_device,
 )
+from tunesmith.report.card import finish_run
 from tunesmith.report.html import write_report
 from tunesmith.report.metrics_log import MetricsLog
 from tunesmith.report.runlog import peak_memory_mb, versions, write_json
@@ -169,6 +170,7 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
     write_json(run_dir / "manifest.json", manifest)  # the report reads it
     if cfg.report.html:
         write_report(run_dir)
+    finish_run(run_dir, cfg.train.report_to)  # the model card (README.md in the weights folder); results to trackers
     write_json(run_dir / "manifest.json", {**manifest, "status": "finished", "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return model
 
