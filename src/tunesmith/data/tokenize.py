@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 from tunesmith.data.chat import conversation_of, is_chat
 from tunesmith.data.templates import prompt_and_response, text_of
 from tunesmith.data.turns import IGNORE, TurnMismatch, cut, encode_conversation
-from tunesmith.errors import raise_if
+from tunesmith.errors import TunesmithError, raise_if
 
 log = logging.getLogger("tunesmith")
 EXTRA_COLUMNS = ["full_length", "spans", "messages", "turns", "turns_cut", "problem"]  # never reach the model
@@ -195,6 +195,10 @@ def tokenize_sft(ds: Dataset, tokenizer, data_cfg) -> Dataset:
         raise_if(row_problems(ds, out, data_cfg), source="data")
         out = out.remove_columns(["problem"])
     keep = [i for i, labels in enumerate(out["labels"][:]) if any(t != IGNORE for t in labels)]
+    if len(out) and not keep:
+        raise TunesmithError(f"data.max_length: truncation to {data_cfg.max_length} tokens ({data_cfg.truncation_side}) "
+                             f"cuts the whole response of all {len(out)} examples; raise data.max_length (their lengths "
+                             f"start at {min(out['full_length'][:])} tokens) or set data.truncation_side: left")
     if len(keep) < len(out):
         log.warning("Dropped %d of %d examples: truncation to %d tokens cut their whole response (raise data.max_length or set data.truncation_side: left)",
                     len(out) - len(keep), len(out), data_cfg.max_length)
