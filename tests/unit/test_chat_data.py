@@ -239,6 +239,7 @@ def test_the_template_is_saved_with_the_run_and_used_after_reload(base_model, tm
     from tunesmith.data.templates import probe_row
     from tunesmith.data.tokenize import sft_prompt_ids
     from tunesmith.runs import load_run
+    from tunesmith.serve.registry import Served
 
     path = write_jsonl(tmp_path / "chats.jsonl", [sharegpt_row()] * 24)
     cfg = tiny_config(base_model, str(path), "sft", data={"format": "chat", "chat_template": "llama-3", "max_length": 48},
@@ -254,6 +255,10 @@ def test_the_template_is_saved_with_the_run_and_used_after_reload(base_model, tm
     assert saved.tokenizer.decode(ids).endswith("<|start_header_id|>user<|end_header_id|>\n\nHello?<|eot_id|>"
                                                 "<|start_header_id|>assistant<|end_header_id|>\n\n")
     assert len(saved.generate("Hello?", max_new_tokens=2)) == 1
+    # `tunesmith serve` formats a conversation with the saved template too
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}]
+    served = Served("run", "model", None, saved.tokenizer, None, run=saved).chat_ids(chat)
+    assert saved.tokenizer.decode(served).startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi")
     result = runner.invoke(app, ["generate", str(run.dir), "Hello?", "--max-new-tokens", "2"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((Path(run.dir) / "manifest.json").read_text())
