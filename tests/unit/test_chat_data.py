@@ -204,7 +204,7 @@ def test_an_inconsistent_template_is_reported_per_row_not_trained(base_model, tm
     rows = [openai_row() for _ in range(20)]
     rows[6] = openai_row([("Why?", "<think>hmm</think>Because."), ("Sure?", "Yes.")])
     path = write_jsonl(tmp_path / "chats.jsonl", rows)
-    cfg = tiny_config(base_model, str(path), "sft", data={"format": "messages", "chat_template": str(template)})
+    cfg = tiny_config(base_model, str(path), "sft", data={"format": "messages", "chat_template": str(template), "max_length": 200})
     cfg["data"].pop("columns")
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
@@ -215,7 +215,7 @@ def test_an_inconsistent_template_is_reported_per_row_not_trained(base_model, tm
         assert "data.chat_template" in result.output and "data.train_on: last_assistant" in result.output
         assert "Because" in result.output  # what differs is shown
     info = api.validate({**cfg, "data": {**cfg["data"], "train_on": "last_assistant"}})
-    assert info["stats"]["train"]["turns"] == info["stats"]["train"]["conversations"]
+    assert info["stats"]["train"]["turns"] == info["stats"]["train"]["conversations"] == 4
 
 
 def test_a_base_model_needs_data_chat_template(base_model, tmp_path):
@@ -293,3 +293,9 @@ def test_a_conversation_without_an_answer_is_reported(smollm_tokenizer):
     row = {"messages": [{"role": "user", "content": "Hello?"}]}
     with pytest.raises(TunesmithError, match=r"row 2: no assistant message"):
         encode([openai_row(), row], smollm_tokenizer)
+
+
+def test_a_turn_from_an_unknown_role_names_its_row(smollm_tokenizer):
+    row = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "robot", "value": "Beep."}]}
+    with pytest.raises(TunesmithError, match=r"row 3: data: a ShareGPT turn is from 'robot'"):
+        encode([sharegpt_row(), sharegpt_row(), row], smollm_tokenizer)

@@ -241,4 +241,4 @@ def use_chat_template(tokenizer, data_cfg) -> None:
     except Exception as err:  # noqa: BLE001 - Jinja syntax errors, undefined names, the template's own raise_exception
         raise TunesmithError(f"data.chat_template: {value!r} does not render a user/assistant exchange "
                              f"({type(err).__name__}: {err}); fix the template") from None
-    log.info("Chat template: %s (saved with the run's tokenizer)", value)
+    log.info("Chat template: %s (a run saves it with its tokenizer)", value)

@@ -157,7 +157,7 @@ def encode_chat_sft(tokenizer, data_cfg, row: dict) -> dict:
     cannot split into turns gets no tokens and a `problem`."""
     try:
         enc = encode_conversation(tokenizer, conversation_of(row, data_cfg), data_cfg.train_on)
-    except TurnMismatch as err:
+    except (TurnMismatch, TunesmithError) as err:  # a template that cannot split it, a turn from an unknown role
         return {"input_ids": [], "attention_mask": [], "labels": [], "full_length": 0, "spans": [], "messages": 0,
                 "turns": 0, "turns_cut": [], "problem": str(err)}
     ids, labels, spans, gone = cut(enc, data_cfg.max_length, data_cfg.truncation_side)

@@ -45,7 +45,9 @@ def _difference(a: str, b: str) -> str:
 
 
 def _stops(tokenizer) -> set[int]:
+    """Tokens that can end a turn: the special ones (EOS, and added tokens marked special such as <|eot_id|>)."""
     ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    ids.update(i for i, t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items() if getattr(t, "special", False))
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
