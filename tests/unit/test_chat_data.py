@@ -159,6 +159,14 @@ def test_named_templates_on_a_tokenizer_without_one(bare_tokenizer, name):
     assert ex["labels"][-1] == tok.eos_token_id or ex["labels"][-2] == tok.eos_token_id
     roles = [r for r, lab in zip(_roles(ex), ex["labels"]) if lab != IGNORE]
     assert set(roles) == {"assistant"}
+    # the tokens before an answer are the prompt exactly as generation tokenizes it (llama-3's '\n\n' before the
+    # answer is one token alone and two before a word in SmolLM2's tokenizer: the answer starts a new token)
+    from tunesmith.data.tokenize import sft_prompt_ids
+
+    one = encode([sharegpt_row(TURNS[:1])], tok)[0]
+    prompt = sft_prompt_ids(tok, data_cfg(), sharegpt_row(TURNS[:1]))
+    assert one["input_ids"][: len(prompt)] == prompt and one["labels"][len(prompt)] != IGNORE
+    assert one["labels"][len(prompt) - 1] == IGNORE
 
 
 def _roles(ex):

@@ -10,6 +10,7 @@ reasoning from them) raises TurnMismatch saying where, instead of training a wro
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 IGNORE = -100
@@ -97,11 +98,20 @@ def encode_conversation(tokenizer, messages: list[dict], train_on: str = "all_as
 
 def tokenize_renderings(tokenizer, texts: list[str], names: list[str]) -> tuple[list[int], list[int], list[int] | None]:
     """(ids of the last rendering, the token count at the end of each rendering, each token's first character or None
-    for a slow tokenizer). Each rendering tokenized alone must be a prefix of the next; where a token spans a boundary
+    for a slow tokenizer). Each rendering must end where a token of the last one ends (a fast tokenizer's offsets
+    say), or else, tokenized alone, be a prefix of the next; where a token spans a boundary
     (the pre-tokenizer merges a generation prompt's '\\n\\n' with the answer's first word) the renderings' differences
     are tokenized one by one instead, as generation meets them (the answer starts a new token after its prompt), and
     must decode to the same text."""
     fast = getattr(tokenizer, "is_fast", False)
+    if fast:  # the usual case, in one pass: the last rendering's tokens, no token across a rendering's end
+        enc = tokenizer(texts[-1], add_special_tokens=False, return_offsets_mapping=True)
+        starts, ends = [o[0] for o in enc["offset_mapping"]], [o[1] for o in enc["offset_mapping"]]
+        bounds = [bisect_left(starts, len(text)) for text in texts]
+        ids = list(enc["input_ids"])
+        if (all(k == 0 or ends[k - 1] <= len(text) for k, text in zip(bounds, texts))
+                and prompts_alike(tokenizer, texts[::2], ids, starts, bounds[::2])):
+            return ids, bounds, starts
     enc = tokenizer(texts, add_special_tokens=False, **({"return_offsets_mapping": True} if fast else {}))
     tokens = enc["input_ids"]
     if all(tokens[k][: len(tokens[k - 1])] == tokens[k - 1] for k in range(1, len(tokens))):
@@ -119,6 +129,16 @@ def tokenize_renderings(tokenizer, texts: list[str], names: list[str]) -> tuple[
         raise TurnMismatch(f"{names[k - 1]} tokenizes differently alone and followed by the rest, and its parts "
                            f"tokenized one by one read differently ({_difference(texts[k - 1], texts[k])})")
     return ids, bounds, offsets if fast else None
+
+
+def prompts_alike(tokenizer, prompts: list[str], ids: list[int], starts: list[int], bounds: list[int]) -> bool:
+    """Whether each generation prompt, tokenized alone as generation will see it, is the tokens the conversation
+    has there. Only its end since its last special token is tokenized again: text is split at special tokens first,
+    so nothing before one changes the tokens after it."""
+    special = _stops(tokenizer)
+    cuts = [next((t for t in range(end - 1, -1, -1) if ids[t] in special), -1) + 1 for end in bounds]
+    tails = tokenizer([p[starts[c]:] if c < len(starts) else "" for p, c in zip(prompts, cuts)], add_special_tokens=False)
+    return all(list(tail) == ids[c:end] for tail, c, end in zip(tails["input_ids"], cuts, bounds))
 
 
 def _code(role) -> int:
