@@ -131,6 +131,11 @@ def test_every_assistant_turn_is_trained_exactly_on_smollm2(smollm_tokenizer):
                                                                                                 openai_row()["messages"], tokenize=False)
     last = encode([openai_row()], smollm_tokenizer, train_on="last_assistant")[0]
     assert trained_runs(smollm_tokenizer, last) == [TURNS[-1][1] + "<|im_end|>"]
+    alpaca = encode([{"instruction": "Translate to French.", "input": "cat", "output": "chat", "system": SYSTEM}], smollm_tokenizer)[0]
+    assert trained_runs(smollm_tokenizer, alpaca) == ["chat<|im_end|>"]
+    assert "Translate to French.\n\ncat" in smollm_tokenizer.decode(alpaca["input_ids"])
+    pair = encode([{"question": "Why?", "answer": "Because."}], smollm_tokenizer, columns={"prompt": "question", "response": "answer"})[0]
+    assert trained_runs(smollm_tokenizer, pair) == ["Because.<|im_end|>"]
 
 
 def test_the_same_conversation_in_every_format_gives_the_same_tokens(smollm_tokenizer):
