@@ -87,10 +87,22 @@ class DataConfig(Section):
         description="Format string over column names. For sft it must end with the response placeholder, "
         "e.g. 'Q: {question}\\nA: {answer}' with columns: {response: answer}.",
     )
-    format: Literal["text", "chat"] = Field(
-        "text", description="'chat' renders prompt/response as messages through the tokenizer's chat template."
+    format: Literal["text", "chat", "messages", "sharegpt", "alpaca"] = Field(
+        "text", description="text: prompt/response (or data.template) as plain text. chat: conversations through the "
+        "tokenizer's chat template, their format detected from the columns: OpenAI `messages` ({role, content}), "
+        "ShareGPT `conversations` ({from, value}), Alpaca `instruction`/`input`/`output`, or prompt/response columns. "
+        "messages, sharegpt, alpaca: that format, forced.",
     )
-    system_prompt: str | None = Field(None, description="System message for chat format.")
+    train_on: Literal["all_assistant", "last_assistant"] = Field(
+        "all_assistant", description="Conversations (data.format other than text): the loss covers every assistant "
+        "turn and its end-of-turn token, or only the last one; never system, user or tool text.",
+    )
+    chat_template: str | None = Field(
+        None, description="A chat template for the run's tokenizer (saved with it): chatml, llama-3, model (the "
+        "tokenizer's own), or the path of a Jinja file. Needed for conversations on a base model without a template.",
+    )
+    system_prompt: str | None = Field(None, description="System message for every conversation that has none of "
+                                      "its own (a `system` column, where the data has one, comes first).")
     max_length: int = Field(256, gt=0, description="Tokens per example after truncation.")
     truncation_side: Literal["right", "left"] = "right"
     packing: bool = Field(False, description="causal_lm: concatenate texts and cut into max_length blocks.")

@@ -62,11 +62,32 @@ def test_logits_at_labels_give_the_plain_loss_and_gradient(tiny_llama, features,
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(*grads))
 
 
-def test_packed_batch_gives_each_example_its_unpacked_loss(tiny_llama, features):
-    tokenizer, feats = features
+@pytest.fixture(scope="module")
+def conversations(tiny_llama, tmp_path_factory):
+    """Six tokenized multi-turn conversations (ShareGPT, 1 to 3 exchanges, every assistant turn trained)."""
+    from conftest import write_jsonl
+    from tunesmith.training.prepare import Prepared
+
+    rows = []
+    for i in range(24):
+        turns = [({"from": "human", "value": f"Question {i}.{k}: what is {i} plus {k}?"},
+                  {"from": "gpt", "value": f"{i} plus {k} is {i + k}." + " Indeed." * (i % 3)}) for k in range(1 + i % 3)]
+        rows.append({"conversations": [turn for pair in turns for turn in pair]})
+    path = write_jsonl(tmp_path_factory.mktemp("chats") / "chats.jsonl", rows)
+    cfg = tiny_config(tiny_llama, str(path), "sft", data={"format": "chat", "max_length": 160})
+    cfg["data"].pop("columns")
+    prep = Prepared(load_config(cfg), announce=False)
+    rows = prep.features["train"].select(range(6))
+    assert sum(rows["turns"]) > 6  # several conversations have more than one trained turn
+    return prep.tokenizer, [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
+
+
+@pytest.mark.parametrize("which", ["features", "conversations"])
+def test_packed_batch_gives_each_example_its_unpacked_loss(tiny_llama, which, request):
+    tokenizer, feats = request.getfixturevalue(which)
     model = _model(tiny_llama, "lora")
     padded = SpeedCollator(tokenizer)(feats)
-    packed = pack(feats, 96, tokenizer.pad_token_id)
+    packed = pack(feats, 2 * max(len(f["input_ids"]) for f in feats), tokenizer.pad_token_id)
     assert "attention_mask" not in packed and packed["input_ids"].shape[0] < len(feats)  # rows hold several examples
     assert int((packed["labels"] != -100).sum()) == int((padded["labels"][:, 1:] != -100).sum())
     # Which example each packed position belongs to: position ids restart at 0 for each.
@@ -86,6 +107,11 @@ def test_packed_batch_gives_each_example_its_unpacked_loss(tiny_llama, features)
             in_packed = model(**{**packed, "labels": _only(packed["labels"], mine)}).loss
             assert torch.allclose(in_packed, alone, atol=1e-5, rtol=1e-5), i
             assert torch.allclose(in_padded, alone, atol=1e-5, rtol=1e-5), i
+    if which == "conversations":  # and the packed batch's loss with logits at the labels only is the padded batch's
+        with torch.no_grad():
+            plain = model(**padded).loss
+            both = model(**SpeedCollator(tokenizer, packed["input_ids"].shape[1], logits_at_labels=True)(feats)).loss
+        assert torch.allclose(both, plain, atol=1e-6, rtol=1e-5)
 
 
 def test_packed_and_logits_at_labels_give_the_batch_loss(tiny_llama, features):

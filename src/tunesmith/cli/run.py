@@ -204,28 +204,61 @@ def data_preview(
     config: Path = typer.Argument(..., help="YAML config."),
     n: int = typer.Option(3, "-n", help="How many training examples to show."),
 ):
-    """Show examples as the model sees them: text, tokens, and (underlined, green) the tokens that carry loss."""
+    """Show examples as the model sees them: text, tokens, and (underlined, green) the tokens that carry loss;
+    conversations also each token's role, and per split their turns, trained tokens and what truncation cut."""
     start(config=config)
-    from rich.text import Text
-
     import tunesmith.api as api
 
     info = call(api.preview, config, n)
+    if info["task"].get("chat"):
+        console.print(f"conversations: {info['task']['chat']}", highlight=False, markup=False)
     for i, ex in enumerate(info["examples"]):
         console.rule(f"example {i}: {ex['length']} tokens" + (f" (cut from {ex['full_length']})" if ex["full_length"] > ex["length"] else ""))
         console.print(ex["text"], highlight=False, markup=False)
-        line = Text()
-        for tok, loss in ex["tokens"]:
-            line.append(tok, style="bold green underline" if loss else "dim")
-            line.append(" ")
-        console.print(line)
+        console.print(_token_line(ex))
         if "label" in ex:
             console.print(f"label: [bold]{ex['label']}[/]")
         else:
-            console.print(f"{ex['loss_tokens']} of {ex['length']} tokens carry loss (green)")
+            turns = (f" · {ex['messages']} messages, {ex['turns']} assistant turns trained" if "roles" in ex else "")
+            cut = f" · truncation cut assistant turn(s) {ex['turns_cut']}" if ex.get("turns_cut") else ""
+            console.print(f"{ex['loss_tokens']} of {ex['length']} tokens carry loss (green){turns}{cut}", highlight=False)
     for note in info["dropped"]:
         console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
     print_stats(info["stats"])
+    _print_conversation_stats(info["stats"])
+
+
+ROLE_STYLES = {"system": "magenta", "user": "cyan", "assistant": "yellow", "tool": "blue", "other": "dim"}
+
+
+def _token_line(ex: dict):
+    """Tokens in a line: loss tokens green and underlined; in a conversation each role's tokens in its colour, with
+    the role named where it changes."""
+    from rich.text import Text
+
+    line, roles, role = Text(), ex.get("roles"), None
+    for k, (tok, loss) in enumerate(ex["tokens"]):
+        if roles and roles[k] != role:
+            role = roles[k]
+            line.append(f"[{role}] ", style=f"bold {ROLE_STYLES.get(role, 'dim')} reverse")
+        style = "bold green underline" if loss else ROLE_STYLES.get(role, "dim") if roles else "dim"
+        line.append(tok, style=style)
+        line.append(" ")
+    return line
+
+
+def _print_conversation_stats(stats: dict) -> None:
+    rows = {split: s for split, s in stats.items() if "conversations" in s}
+    if not rows:
+        return
+    table = Table(title="conversations")
+    for col in ("split", "conversations", "messages", "assistant turns", "trained tokens", "truncated", "turns cut"):
+        table.add_column(col, justify="right")
+    for split, s in rows.items():
+        cut = ", ".join(f"turn {t}: {c}" for t, c in s["turns_cut"].items()) or "-"
+        table.add_row(split, str(s["conversations"]), str(s["messages"]), str(s["turns"]), str(s["trained_tokens"]),
+                      str(s["truncated_conversations"]), cut)
+    console.print(table)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tunesmith.data.tokenize import IGNORE
+from tunesmith.data.turns import ROLES
 
 
 def length_stats(features, max_length: int) -> dict:
@@ -19,11 +20,39 @@ def length_stats(features, max_length: int) -> dict:
         "max": int(lengths.max()),
         "max_length": max_length,
         "truncated": int((lengths > max_length).sum()),
+        **(conversation_stats(features) if "turns" in features.column_names else {}),
     }
 
 
+def conversation_stats(features) -> dict:
+    """Conversations (sft on chat data): how many, their messages and trained assistant turns, the tokens that carry
+    loss, and how many conversations truncation cut, with which assistant turns it cut (turn number -> count)."""
+    cut: dict[int, int] = {}
+    for turns in features["turns_cut"][:]:
+        for turn in turns:
+            cut[turn] = cut.get(turn, 0) + 1
+    return {
+        "conversations": len(features),
+        "messages": int(sum(features["messages"][:])),
+        "turns": int(sum(features["turns"][:])),
+        "trained_tokens": int(sum(sum(t != IGNORE for t in labels) for labels in features["labels"][:])),
+        "truncated_conversations": int(sum(bool(t) for t in features["turns_cut"][:])),
+        "turns_cut": dict(sorted(cut.items())),
+    }
+
+
+def token_roles(spans: list[list[int]], length: int) -> list[str]:
+    """Each token's role from [first token, role code] spans (tokens before the first span: 'other')."""
+    roles = ["other"] * length
+    for k, (start, code) in enumerate(spans):
+        end = min(spans[k + 1][0] if k + 1 < len(spans) else length, length)
+        roles[start:end] = [ROLES[code]] * max(0, end - start)
+    return roles
+
+
 def describe_example(features, index: int, tokenizer, label_names: list[str] | None = None) -> dict:
-    """One tokenized example: its text, each token with whether it carries loss, and its label."""
+    """One tokenized example: its text, each token with whether it carries loss, and its label; a conversation also
+    each token's role (system, user, assistant, tool; `roles`), its messages and trained turns, and the turns cut."""
     ex = features[index]
     ids = ex["input_ids"]
     tokens = tokenizer.convert_ids_to_tokens(ids)
@@ -32,5 +61,9 @@ def describe_example(features, index: int, tokenizer, label_names: list[str] | N
         return {"text": tokenizer.decode(ids), "tokens": [(t, False) for t in tokens],
                 "label": label_names[labels] if label_names else labels, "length": len(ids),
                 "full_length": ex["full_length"]}
-    return {"text": tokenizer.decode(ids), "tokens": [(t, lab != IGNORE) for t, lab in zip(tokens, labels)],
-            "loss_tokens": sum(lab != IGNORE for lab in labels), "length": len(ids), "full_length": ex["full_length"]}
+    out = {"text": tokenizer.decode(ids), "tokens": [(t, lab != IGNORE) for t, lab in zip(tokens, labels)],
+           "loss_tokens": sum(lab != IGNORE for lab in labels), "length": len(ids), "full_length": ex["full_length"]}
+    if ex.get("spans") is not None:  # a conversation: each token's role, its turns and what truncation cut
+        out.update(roles=token_roles(ex["spans"], len(ids)), messages=ex["messages"], turns=ex["turns"],
+                   turns_cut=ex["turns_cut"])
+    return out

@@ -54,9 +54,9 @@ def check_columns(cfg, roles) -> list[str]:
 
 def plain_text_only(cfg) -> list[str]:
     """For objectives that read plain text: data.format: chat (messages through a chat template) is not theirs."""
-    if cfg.data.format != "chat":
+    if cfg.data.format == "text":
         return []
-    return [f"data.format: 'chat' renders prompt/response pairs through the tokenizer's chat template; objective "
+    return [f"data.format: {cfg.data.format!r} renders conversations through the tokenizer's chat template; objective "
             f"{cfg.objective.name!r} reads plain text. Set data.format: text"]
 
 

@@ -48,17 +48,6 @@ def prompt_and_response(row: dict, data_cfg) -> tuple[str, str]:
     return render(head, row), render(tail, row)
 
 
-def messages_of(row: dict, data_cfg) -> list[dict]:
-    """Chat messages: the row's own `messages` column, else system? + user(prompt) + assistant(response)."""
-    if "messages" in row and row["messages"]:
-        return list(row["messages"])
-    prompt, response = prompt_and_response(row, data_cfg) if data_cfg.template else (
-        str(row[data_cfg.column("prompt")]), str(row[data_cfg.column("response")]))
-    msgs = [{"role": "system", "content": data_cfg.system_prompt}] if data_cfg.system_prompt else []
-    return msgs + [{"role": "user", "content": prompt.strip() if data_cfg.template else prompt},
-                   {"role": "assistant", "content": response}]
-
-
 def probe_row(text: str, data_cfg) -> dict:
     """A probe string as a row: it fills every prompt field of the template (usually there is one)."""
     names = prompt_fields(data_cfg) if data_cfg.template else [data_cfg.column("prompt")]

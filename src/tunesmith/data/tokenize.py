@@ -3,7 +3,10 @@
 
 - classify: one label id per example.
 - causal_lm: labels = input_ids (the model shifts them); optional packing into max_length blocks.
-- sft: labels are -100 on the prompt, so the loss covers only the response and its EOS.
+- sft: labels are -100 on the prompt, so the loss covers only the response and its EOS; a conversation (every
+  data.format but text) is trained on each assistant turn (or the last: data.train_on), through data/turns.py.
+  Its bookkeeping columns say which tokens belong to which role (`spans`), how many messages and trained turns it has,
+  and which turns truncation cut (`turns_cut`), for `data preview`.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from datasets import Dataset
 
-from tunesmith.data.templates import messages_of, prompt_and_response, text_of
+from tunesmith.data.chat import conversation_of, is_chat
+from tunesmith.data.templates import prompt_and_response, text_of
+from tunesmith.data.turns import IGNORE, TurnMismatch, cut, encode_conversation
+from tunesmith.errors import TunesmithError, raise_if
 
 log = logging.getLogger("tunesmith")
-IGNORE = -100
-EXTRA_COLUMNS = ["full_length"]
+EXTRA_COLUMNS = ["full_length", "spans", "messages", "turns", "turns_cut", "problem"]  # never reach the model
 PROGRESS_ROWS = 5000  # tokenizing more rows than this shows a progress bar even where the CLI hides datasets' bars
 
 
@@ -38,9 +43,20 @@ def progress(rows: int):
         datasets.disable_progress_bars()
 
 
-def _map(ds: Dataset, encode, batched: bool = False) -> Dataset:
+def _map(ds: Dataset, encode, batched: bool = False, features=None) -> Dataset:
     with progress(len(ds)):
-        return ds.map(encode, batched=batched, remove_columns=ds.column_names, desc=f"tokenize {len(ds):,} examples")
+        return ds.map(encode, batched=batched, remove_columns=ds.column_names, desc=f"tokenize {len(ds):,} examples",
+                      features=features)
+
+
+def chat_features():
+    """The column types of tokenized conversations (given, so that empty lists never make a column untyped)."""
+    from datasets import Features, List, Value
+
+    ints = List(Value("int64"))
+    return Features({"input_ids": ints, "attention_mask": ints, "labels": ints, "full_length": Value("int64"),
+                     "spans": List(ints), "messages": Value("int64"), "turns": Value("int64"), "turns_cut": ints,
+                     "problem": Value("string")})
 
 
 def _rows(batch: dict) -> list[dict]:
@@ -107,41 +123,82 @@ def pack(ds: Dataset, block: int) -> Dataset:
 
 
 def sft_prompt_ids(tokenizer, data_cfg, row: dict) -> list[int]:
-    """Token ids of a row's prompt, exactly as the model sees it before the response."""
-    if data_cfg.format == "chat":
-        return list(tokenizer.apply_chat_template(messages_of(row, data_cfg)[:-1], add_generation_prompt=True, return_dict=False))
+    """Token ids of a row's prompt, exactly as the model sees it before the (last) response."""
+    if is_chat(data_cfg):
+        messages = conversation_of(row, data_cfg)
+        last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
+        return list(tokenizer.apply_chat_template(messages[:last], add_generation_prompt=True, return_dict=False))
     prompt, _ = prompt_and_response(row, data_cfg)
     return tokenizer(prompt)["input_ids"]
 
 
 def sft_pair_ids(tokenizer, data_cfg, row: dict) -> tuple[list[int], list[int]]:
-    """(prompt ids, response ids); the response ends with EOS."""
+    """data.format text: (prompt ids, response ids); the response ends with EOS."""
     eos = tokenizer.eos_token_id
     prompt_ids = sft_prompt_ids(tokenizer, data_cfg, row)
-    if data_cfg.format == "chat":
-        full = list(tokenizer.apply_chat_template(messages_of(row, data_cfg), return_dict=False))
-        if full[: len(prompt_ids)] != prompt_ids:
-            raise ValueError("the chat template renders the prompt differently with and without the answer")
-        response_ids = full[len(prompt_ids) :]
-    else:
-        _, response = prompt_and_response(row, data_cfg)
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    _, response = prompt_and_response(row, data_cfg)
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     if eos is not None and eos not in response_ids[-2:]:
         response_ids = response_ids + [eos]
     return prompt_ids, response_ids
 
 
-def tokenize_sft(ds: Dataset, tokenizer, data_cfg) -> Dataset:
-    def encode(row):
-        prompt_ids, response_ids = sft_pair_ids(tokenizer, data_cfg, row)
-        ids = prompt_ids + response_ids
-        labels = [IGNORE] * len(prompt_ids) + response_ids
-        ids = truncate(ids, data_cfg.max_length, data_cfg.truncation_side)
-        labels = truncate(labels, data_cfg.max_length, data_cfg.truncation_side)
-        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "full_length": len(prompt_ids) + len(response_ids)}
+def encode_text_sft(tokenizer, data_cfg, row: dict) -> dict:
+    prompt_ids, response_ids = sft_pair_ids(tokenizer, data_cfg, row)
+    ids = prompt_ids + response_ids
+    labels = [IGNORE] * len(prompt_ids) + response_ids
+    ids = truncate(ids, data_cfg.max_length, data_cfg.truncation_side)
+    labels = truncate(labels, data_cfg.max_length, data_cfg.truncation_side)
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "full_length": len(prompt_ids) + len(response_ids)}
 
-    out = _map(ds, encode)
+
+def encode_chat_sft(tokenizer, data_cfg, row: dict) -> dict:
+    """A conversation's ids and labels on its assistant turns, cut to data.max_length; a conversation the template
+    cannot split into turns gets no tokens and a `problem`."""
+    try:
+        enc = encode_conversation(tokenizer, conversation_of(row, data_cfg), data_cfg.train_on)
+    except (TurnMismatch, TunesmithError) as err:  # a template that cannot split it, a turn from an unknown role
+        return {"input_ids": [], "attention_mask": [], "labels": [], "full_length": 0, "spans": [], "messages": 0,
+                "turns": 0, "turns_cut": [], "problem": str(err)}
+    ids, labels, spans, gone = cut(enc, data_cfg.max_length, data_cfg.truncation_side)
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "full_length": len(enc.ids),
+            "spans": spans, "messages": enc.messages, "turns": len(enc.turns), "turns_cut": gone, "problem": ""}
+
+
+def source_rows(ds: Dataset) -> list[int] | None:
+    """Each row's number in the table it was read from (datasets keeps selections and shuffles as an index
+    mapping over it), or None where the rows are the table's own."""
+    mapping = getattr(ds, "_indices", None)
+    return None if mapping is None else mapping.column(0).to_pylist()
+
+
+def row_problems(ds: Dataset, out: Dataset, data_cfg) -> list[str]:
+    """One line per conversation the chat template cannot split into turns, naming its row in the source."""
+    bad = [i for i, p in enumerate(out["problem"][:]) if p]
+    if not bad:
+        return []
+    rows = source_rows(ds) if not data_cfg.mix else None
+    problems = [f"{data_cfg.source} row {(rows[i] if rows else i) + 1}: {out[i]['problem']}" for i in bad[:10]]
+    if len(bad) > 10:
+        problems.append(f"... and {len(bad) - 10} more of its {len(ds)} rows")
+    problems.append(f"{len(bad)} conversation(s) cannot be trained with a correct loss mask: fix or remove those rows, "
+                    "or set data.chat_template to a template that renders each turn the same way whatever follows "
+                    "(e.g. chatml), or data.train_on: last_assistant (only the last turn is split off)")
+    return problems
+
+
+def tokenize_sft(ds: Dataset, tokenizer, data_cfg) -> Dataset:
+    chat = is_chat(data_cfg)
+    out = _map(ds, lambda row: (encode_chat_sft if chat else encode_text_sft)(tokenizer, data_cfg, row),
+               features=chat_features() if chat else None)
+    if chat:
+        raise_if(row_problems(ds, out, data_cfg), source="data")
+        out = out.remove_columns(["problem"])
     keep = [i for i, labels in enumerate(out["labels"][:]) if any(t != IGNORE for t in labels)]
+    if len(out) and not keep:
+        raise TunesmithError(f"data.max_length: truncation to {data_cfg.max_length} tokens ({data_cfg.truncation_side}) "
+                             f"cuts the whole response of all {len(out)} examples; raise data.max_length (their lengths "
+                             f"start at {min(out['full_length'][:])} tokens) or set data.truncation_side: left")
     if len(keep) < len(out):
         log.warning("Dropped %d of %d examples: truncation to %d tokens cut their whole response (raise data.max_length or set data.truncation_side: left)",
                     len(out) - len(keep), len(out), data_cfg.max_length)

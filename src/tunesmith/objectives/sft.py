@@ -1,9 +1,13 @@
-"""sft: supervised fine-tuning on prompt -> response pairs; the loss covers only the response and its EOS."""
+"""sft: supervised fine-tuning on prompt -> response pairs, or on conversations (every data.format but text: OpenAI
+messages, ShareGPT, Alpaca, or prompt/response columns through a chat template); the loss covers only what the
+model should write: the response, or every assistant turn (data.train_on), each with its end of turn."""
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
+from tunesmith.data.chat import NAMED_TEMPLATES, column_problems, conversation_of, describe, is_chat
 from tunesmith.data.roles import Role, check_columns, no_packing
 from tunesmith.data.templates import fields, probe_row, prompt_and_response, sft_template
 from tunesmith.data.tokenize import sft_prompt_ids, tokenize_sft
@@ -12,6 +16,8 @@ from tunesmith.objectives import lm
 from tunesmith.objectives.spec import Objective
 from tunesmith.schema import Section
 
+log = logging.getLogger("tunesmith")
+
 
 class SFTConfig(Section):
     """Instruction / supervised tuning through a prompt template or the tokenizer's chat template."""
@@ -19,7 +25,7 @@ class SFTConfig(Section):
     name: Literal["sft"]
 
 
-ROLES = (  # data.format: chat also reads a row's own `messages` column (a list of {role, content}) when it has one
+ROLES = (  # conversations (data.format other than text) may come in other columns instead: data/chat.py
     Role("prompt", templated=True, help="what the model is given (or data.template's part before the response)"),
     Role("response", templated=True, lists=True, help="what it learns to answer; a list of strings: several "
          "reference answers (generation metrics score against each)"),
@@ -43,10 +49,13 @@ def check_config(cfg) -> list[str]:
 def check(cfg, dd, tokenizer) -> list[str]:
     d = cfg.data
     problems = []
-    if d.format == "chat" and not getattr(tokenizer, "chat_template", None):
-        problems.append(f"data.format: 'chat' needs a tokenizer with a chat template, and {cfg.model.name!r} has none; use data.format: text with a data.template")
+    if is_chat(d) and not getattr(tokenizer, "chat_template", None):
+        problems.append(f"data.format: {d.format!r} renders conversations through a chat template, and {cfg.model.name!r} "
+                        f"has none (a base model); set data.chat_template ({', '.join(NAMED_TEMPLATES)}, or a Jinja "
+                        "file), or use data.format: text with a data.template")
     for split, ds in dd.items():
-        if "messages" in ds.column_names and d.format == "chat" and not d.template:
+        if is_chat(d):
+            problems += column_problems(ds, d, f"the {split} data of {d.source!r}")[1]
             continue
         needed = fields(sft_template(d))
         for c in needed:
@@ -54,6 +63,18 @@ def check(cfg, dd, tokenizer) -> list[str]:
                 key = "data.template" if d.template else ("data.columns.prompt" if c == d.column("prompt") else "data.columns.response")
                 problems.append(f"{key}: column {c!r} is not in the {split} data of {d.source!r}; columns are {ds.column_names}")
     return problems
+
+
+def setup(cfg, dd) -> dict:
+    """Conversations: how the rows are read (the detected format), logged and kept in the task (manifest, preview)."""
+    if not is_chat(cfg.data):
+        return {}
+    fmt, _ = column_problems(dd["train"], cfg.data, "train")
+    if fmt is None:
+        return {}
+    chat = describe(fmt, dd["train"], cfg.data)
+    log.info("Conversations: %s", chat)
+    return {"chat": chat}
 
 
 def tokenize(ds, tokenizer, cfg, task):
@@ -70,8 +91,10 @@ def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
 
 
 def reference(row, cfg) -> str:
-    if "messages" in row and row.get("messages"):
-        return row["messages"][-1]["content"]
+    """The answer a prompt is scored against: the response, or a conversation's last assistant turn."""
+    if is_chat(cfg.data):
+        answers = [m["content"] for m in conversation_of(row, cfg.data) if m["role"] == "assistant"]
+        return str(answers[-1]) if answers else ""
     return prompt_and_response(row, cfg.data)[1]
 
 
@@ -98,9 +121,9 @@ def build_trainer(*args, **kwargs):
 OBJECTIVE = Objective(
     name="sft", config_cls=SFTConfig, model_kind="causal_lm", metric_names=lm.METRICS,
     roles=ROLES, check_config=check_config,
-    best_metric="eval_loss", check=check, setup=lambda cfg, dd: {}, tokenize=tokenize,
+    best_metric="eval_loss", check=check, setup=setup, tokenize=tokenize,
     collator=lm.collator, evaluate=evaluate, probe=probe,
     build_trainer=build_trainer,
-    summary="prompt -> response, loss on the response (loss, perplexity, samples)",
+    summary="prompt -> response or conversations, loss on the response / assistant turns (loss, perplexity, samples)",
     metric_directions=lm.DIRECTIONS,
 )

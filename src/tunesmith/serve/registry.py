@@ -109,7 +109,7 @@ class Served:
             if takes_prompts:
                 return sft_prompt_ids(self.tokenizer, d, probe_row(text, d))
             return list(self.tokenizer(text)["input_ids"])  # a causal_lm run continues raw text
-        if d.format != "chat":
+        if d.format == "text":
             raise TunesmithError(f"messages: {self.name!r} was trained on plain text (data.format: text), so it takes "
                                  "one user message, formatted as in training; send one user message, or send raw "
                                  "text to /v1/completions")

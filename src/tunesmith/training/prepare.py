@@ -24,11 +24,14 @@ class Prepared:
 
     def __init__(self, cfg: RunConfig, tokenizer=None, task: dict | None = None, trust_remote_code: bool = False,
                  announce: bool = True):
+        from tunesmith.data.chat import use_chat_template
         from tunesmith.data.templates import reads
 
         self.cfg = cfg
         self.objective = OBJECTIVES[cfg.objective.name]
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, trust_remote_code=trust_remote_code)
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):  # a run's saved tokenizer has it
+            use_chat_template(self.tokenizer, cfg.data)  # data.chat_template; the recipe saves the tokenizer with it
         ensure_pad_token(self.tokenizer)
         self.dropped: list[str] = []  # rows the objective cannot use (null text or label, label -1), per split
         self.data = load_splits(cfg.data, cfg.train.seed, reads(cfg), self.dropped)
@@ -41,6 +44,7 @@ class Prepared:
         self.features = Features(self)
 
     def stats(self) -> dict:
+        """Token lengths per split; for conversations also their turns, trained tokens and what truncation cut."""
         return {split: length_stats(self.features[split], self.cfg.data.max_length) for split in self.data}
 
 
@@ -56,9 +60,6 @@ class Features(dict):
         p = self.prep
         value = self[split] = p.objective.tokenize(p.data[split], p.tokenizer, p.cfg, p.task)
         return value
-
-
-
 
 def measure(model, prep: Prepared, cfg: RunConfig, probes: bool = True) -> dict:
     """The objective's metrics on the eval set and its probes' outputs: the same for the base and the tuned model
