@@ -14,8 +14,9 @@ import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from tunesmith.config_checks import cross_checks
+from tunesmith.config_errors import describe_errors
 from tunesmith.config_io import apply_overrides, parse_override, read_yaml, suggest, switches  # noqa: F401 (re-exported)
-from tunesmith.data.roles import OLD_COLUMN_KEYS, move_old_column_keys, old_key_conflict
+from tunesmith.data.roles import OLD_COLUMN_KEYS, move_old_column_keys
 from tunesmith.errors import TunesmithError
 from tunesmith.registries import methods, objectives
 from tunesmith.schema import Section
@@ -320,7 +321,7 @@ def load_config(
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise TunesmithError(describe_errors(err, raw), source=source) from None
+        raise TunesmithError(describe_errors(err, raw, RunConfig), source=source) from None
     problems = cross_checks(cfg, load_config)
     if problems:
         raise TunesmithError(problems, source=source)
@@ -345,53 +346,6 @@ def _drop_options_of(raw: dict, section: str, old: str, new: str, overrides) -> 
     if dropped:
         logging.getLogger("tunesmith").warning("%s.name: %s replaces %s; dropped the %s options %s, which %s does not have",
                                                section, new, old, old, ", ".join(dropped), new)
-
-
-def describe_errors(err: ValidationError, raw: dict, root: Any = None) -> list[str]:
-    """Turn pydantic errors into one line each that names the key, what was found and what was expected. `root`:
-    the model that was validated (default RunConfig), whose fields suggest a fix for a misspelt key."""
-    problems = []
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
-        # A tagged union adds the tag ('lora') after the section name: drop it from the key path.
-        if len(loc) > 1 and loc[0] in ("method", "objective") and isinstance(raw.get(loc[0]), dict):
-            if loc[1] == raw[loc[0]].get("name"):
-                loc = [loc[0]] + loc[2:]
-        key = ".".join(loc) or "(top level)"
-        kind = e["type"]
-        if kind == "extra_forbidden" and len(loc) == 2 and loc[0] == "data" and loc[1] in OLD_COLUMN_KEYS:
-            problems.append(old_key_conflict(loc[1], raw["data"]))  # left by RunConfig._old_column_keys
-        elif kind == "extra_forbidden":
-            parent = _section_fields(loc[:-1], raw, root or RunConfig)
-            hint = suggest(loc[-1], parent)
-            problems.append(f"{key}: unknown key{hint}; remove it or fix its spelling")
-        elif kind == "missing":
-            problems.append(f"{key}: required but missing; add it to the config")
-        elif kind == "union_tag_invalid":
-            section = loc[0]
-            names = sorted(methods() if section == "method" else objectives())
-            found = (raw.get(section) or {}).get("name")
-            problems.append(f"{section}.name: {found!r} is not a known {section}; expected one of {names}")
-        elif kind == "union_tag_not_found":
-            names = sorted(methods() if loc[0] == "method" else objectives())
-            problems.append(f"{loc[0]}.name: required; expected one of {names}")
-        else:
-            found = e.get("input")
-            problems.append(f"{key}: {e['msg'].lower()}, found {found!r}")
-    return problems
-
-
-def _section_fields(loc: list[str], raw: dict, root: Any) -> set[str]:
-    model: Any = root
-    for part in loc:
-        if part in ("method", "objective") and model is RunConfig:
-            registry = methods() if part == "method" else objectives()
-            name = (raw.get(part) or {}).get("name")
-            model = registry[name].config_cls if name in registry else None
-        else:
-            field = getattr(model, "model_fields", {}).get(part)
-            model = field.annotation if field else None
-    return set(getattr(model, "model_fields", {}) or [])
 
 
 def with_max_new_tokens(cfg: RunConfig, max_new_tokens: int | None) -> RunConfig:

@@ -120,7 +120,7 @@ def read_config(path: str | Path) -> ConstitutionConfig:
     try:
         cfg = ConstitutionConfig.model_validate(raw)
     except ValidationError as err:
-        from tunesmith.config import describe_errors
+        from tunesmith.config_errors import describe_errors
 
         raise TunesmithError(describe_errors(err, raw, ConstitutionConfig), source=str(path)) from None
     if not any(p.train for p in cfg.prompts):
