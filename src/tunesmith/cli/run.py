@@ -10,10 +10,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from tunesmith.cli.common import TRUST_HELP, app, call, console, fail, start
+from tunesmith.cli.common import TRUST_HELP, Typer, app, call, console, fail, start
 from tunesmith.cli.tables import print_probes, print_side_by_side, print_stats
 
-data_app = typer.Typer(help="Look at the data as the model will see it.", no_args_is_help=True)
+data_app = Typer(help="Look at the data as the model will see it.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
