@@ -127,3 +127,20 @@ def test_every_compare_variant_validates(path):
     raw = read_yaml(path)
     for v in variants(raw, load_config(raw), None):
         assert load_config(v["raw"]).method.name == v["raw"]["method"]["name"], v["name"]
+
+
+def test_turning_off_best_model_keeps_the_metric(tmp_path):
+    """train.load_best_model_at_end=false on a config that names metric_for_best_model (every sentiment config) is
+    accepted: as in transformers, the metric alone names what the trainer records as best."""
+    from tunesmith.objectives.registry import OBJECTIVES
+    from tunesmith.objectives.trainer import training_arguments
+
+    path = Path(__file__).parents[2] / "configs" / "sentiment-lora.yaml"
+    cfg = load_config(path, ["train.load_best_model_at_end=false"])
+    assert not cfg.train.load_best_model_at_end and cfg.train.metric_for_best_model == "accuracy"
+    args = training_arguments(cfg, tmp_path, OBJECTIVES["classify"])
+    assert args.metric_for_best_model == "accuracy" and args.greater_is_better and not args.load_best_model_at_end
+    assert args.save_strategy == "no"  # nothing is kept for a best model nobody loads
+    result = CliRunner().invoke(app, ["validate", str(path), "train.load_best_model_at_end=false", "data.train_size=50",
+                                      "data.eval_size=20"])
+    assert result.exit_code == 0, result.output
