@@ -23,6 +23,14 @@ def _commands(group, path: tuple[str, ...] = ()):
 COMMANDS = list(_commands(typer.main.get_command(app)))
 
 
+@pytest.fixture
+def wide(monkeypatch):
+    """No wrapping: each help text stays on one line (typer reads TERMINAL_WIDTH once, when it is imported)."""
+    import typer.rich_utils
+
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 2000)
+
+
 def _plain(text: str) -> str:
     return re.sub(r"\\(\[)", r"\1", text)  # what the reader should see: an escaped bracket shows as a bracket
 
@@ -37,9 +45,8 @@ def test_every_command_is_walked():
 
 
 @pytest.mark.parametrize("path,command", COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
-def test_help_keeps_every_bracketed_part(path, command, monkeypatch):
-    monkeypatch.setenv("TERMINAL_WIDTH", "2000")  # no wrapping: each help text stays on one line
-    result = runner.invoke(app, [*path, "--help"], terminal_width=2000)
+def test_help_keeps_every_bracketed_part(path, command, wide):
+    result = runner.invoke(app, [*path, "--help"])
     assert result.exit_code == 0, result.output
     shown = _words(result.output)
     texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
@@ -48,8 +55,8 @@ def test_help_keeps_every_bracketed_part(path, command, monkeypatch):
             assert _words(part) in shown, f"`tunesmith {' '.join(path)} --help` lost {part!r} of {text!r}"
 
 
-def test_studio_init_shows_its_defaults():
-    result = runner.invoke(app, ["studio", "init", "--help"], terminal_width=2000, env={"TERMINAL_WIDTH": "2000"})
+def test_studio_init_shows_its_defaults(wide):
+    result = runner.invoke(app, ["studio", "init", "--help"])
     shown = _words(result.output)
     for part in ("[default: 96]", "per prompt and model [default: 1].", "0 is greedy [default: 0.7]."):
         assert part in shown, part

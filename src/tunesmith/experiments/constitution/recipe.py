@@ -43,7 +43,7 @@ from tunesmith.schema import Section
 
 log = logging.getLogger("tunesmith")
 
-PACKAGED = Path(__file__).parent / "constitutions"
+PACKAGED = Path(__file__).parents[2] / "constitutions"  # src/tunesmith/constitutions
 PRINCIPLE_KEYS = ("name", "critique", "revision")
 CHECKS = ("refusal", "profanity", "personal_data")
 DATA_SETS = {"sft": "sft.jsonl", "pairs": "pairs.jsonl"}
