@@ -250,10 +250,10 @@ def _more_sections(path: Path, cfg, overrides) -> None:
         console.print(f"sweep: {s.trials} trials over {', '.join(s.parameters)} (the values it tries are checked); "
                       f"`tunesmith sweep {path}` runs it", highlight=False)
     if cfg.compare:
-        from tunesmith.config import load_config
+        from tunesmith.config import apply_overrides, load_config, read_yaml
         from tunesmith.experiments.compare import variants
 
-        raw = load_config(path, list(overrides or [])).model_dump(mode="json")
+        raw = apply_overrides(read_yaml(path), list(overrides or []))  # as `tunesmith compare` reads it
         names = [f"{v['name']} ({call(load_config, v['raw']).method.name})" for v in call(variants, raw, cfg, None)]
         console.print(f"compare: variants {', '.join(names)} checked; `tunesmith compare {path}` runs them", highlight=False)
 
