@@ -85,3 +85,20 @@ def test_validate_reports_the_sweep_and_compare_sections(tiny_bert, sentiment_fi
     cfg["compare"][1]["method"] = {"name": "full", "r": 8}  # a variant's mistake is the variant's
     result = runner.invoke(app, ["validate", str(_write(tmp_path, cfg, "both.yaml"))])
     assert result.exit_code == 2 and "method.r: unknown key" in result.output, result.output
+
+
+def test_the_shipped_studio_pairs_config_validates_on_a_fresh_clone(monkeypatch):
+    """configs/reward-studio-pairs.yaml reads a small real studio export shipped in configs/data (issue 22: it read a
+    file only examples/studio_demo.py writes)."""
+    import json
+
+    from tunesmith.studio.export import to_jsonl
+
+    monkeypatch.chdir(ROOT)  # where its relative data.source starts, as for every shipped config
+    result = runner.invoke(app, ["validate", "configs/reward-studio-pairs.yaml"])
+    assert result.exit_code == 0, result.output
+    shipped = (ROOT / "configs" / "data" / "studio-pairs.jsonl").read_text()
+    rows = [json.loads(line) for line in shipped.splitlines()]
+    assert len(rows) >= 20 and to_jsonl(rows) == shipped  # the studio's export format, row for row
+    assert all(r["chosen"] != r["rejected"] and r["rater"] for r in rows)
+    assert "data.source=" in (ROOT / "configs" / "reward-studio-pairs.yaml").read_text()  # the documented override
