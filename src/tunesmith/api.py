@@ -20,7 +20,7 @@ from tunesmith.training import distributed
 from tunesmith.training.prepare import Prepared
 from tunesmith.training.train import train_run
 
-__all__ = ["train", "validate", "preview", "load_run", "Run", "bench", "Prepared"]
+__all__ = ["train", "validate", "validate_constitution", "preview", "load_run", "Run", "bench", "Prepared"]
 log = logging.getLogger("tunesmith")
 
 
@@ -49,6 +49,39 @@ def validate(config, overrides: dict | list | None = None) -> dict:
     prep = Prepared(cfg, announce=False)
     return {"config": cfg, "task": prep.task, "stats": prep.stats(), "dropped": prep.dropped,
             "splits": {k: len(v) for k, v in prep.data.items()}, "columns": prep.data["train"].column_names}
+
+
+def validate_constitution(path: str | Path) -> dict:
+    """Check a `tunesmith constitution` config without generating or training: the config, its constitution's
+    principles, its prompt sources (columns, counts) and every stage's config (their data is generated when it runs)."""
+    import tempfile
+
+    import yaml
+
+    from tunesmith.experiments.constitution.data import load_prompts
+    from tunesmith.experiments.constitution.recipe import pipeline_file, read_config, read_constitution
+    from tunesmith.experiments.stages import read_stages, stage_config
+
+    path = Path(path)
+    cfg = read_config(path)
+    principles = read_constitution(cfg.constitution)
+    out = Path("runs") / path.stem
+    with tempfile.TemporaryDirectory() as tmp:  # the pipeline `tunesmith constitution` writes into its folder
+        pipeline = Path(tmp) / "pipeline.yaml"
+        pipeline.write_text(yaml.safe_dump(pipeline_file(cfg, path, out), sort_keys=False, allow_unicode=True))
+        try:
+            stages = read_stages(pipeline)
+        except TunesmithError as err:
+            raise TunesmithError(str(err).replace(str(pipeline), f"{path}: stages")) from None
+    configs = {}
+    for stage in stages:
+        try:
+            configs[stage["name"]] = load_config(stage_config(stage, out / "stages"))
+        except TunesmithError as err:
+            raise TunesmithError(f"{path}: stage {stage['name']!r}: {err}") from None
+    train, held_out = load_prompts(cfg, path)
+    return {"config": cfg, "principles": [p.name for p in principles], "stages": configs,
+            "train_prompts": len(train), "held_out_prompts": len(held_out)}
 
 
 def preview(config, n: int = 3, overrides: dict | list | None = None) -> dict:

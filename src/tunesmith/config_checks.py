@@ -35,8 +35,6 @@ def cross_checks(cfg, load_config) -> list[str]:
                                                        or t.save_steps % t.eval_steps):
         problems.append(f"train.save_steps: with load_best_model_at_end, checkpoints must fall on evaluations; set "
                         f"train.eval_strategy: steps and train.eval_steps to a divisor of {t.save_steps}")
-    if t.metric_for_best_model and not t.load_best_model_at_end:
-        problems.append("train.metric_for_best_model: only used with train.load_best_model_at_end: true; set it or remove the metric")
     if t.metric_for_best_model:
         known = objective.metric_names
         name = t.metric_for_best_model.removeprefix("eval_")

@@ -13,30 +13,49 @@ from tunesmith.errors import TunesmithError
 CONFIGS = sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml"))
 
 
+ROOT = Path(__file__).parents[2]
+
+
+def _local_files_exist(cfg, where: str) -> None:
+    """Every file a run config reads is shipped (relative paths start from the repository root, where its commands run)."""
+    from tunesmith.data.sources import FILE_KINDS, looks_like_path
+
+    for source in [cfg.data.source, *(m.source for m in cfg.data.mix), *cfg.eval.forgetting]:
+        if looks_like_path(source) or Path(source).suffix.lower() in FILE_KINDS:
+            assert (ROOT / source).exists(), f"{where}: {source} is not shipped"
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
+    """Each file in configs/ is checked as what it is, by the check `tunesmith validate` picks for it."""
     import torch
-    import yaml
 
-    from tunesmith.experiments.stages import checkable_config, is_pipeline_file, read_stages
+    from tunesmith.cli.run import file_kind
+    from tunesmith.experiments.stages import checkable_config, read_stages
 
-    if "constitution" in yaml.safe_load(path.read_text()):  # a `tunesmith constitution` config: its own reader
-        from tunesmith.experiments.constitution.recipe import read_config, read_constitution
+    kind = file_kind(path)
+    if kind == "constitution":  # a `tunesmith constitution` config: its principles and every stage's config
+        from tunesmith.experiments.constitution.recipe import pipeline_file, read_config, read_constitution
 
         cfg = read_config(path)
         assert read_constitution(cfg.constitution) and cfg.stages
+        assert pipeline_file(cfg, path, Path("runs") / path.stem)["stages"]
         return
-    if is_pipeline_file(path):  # a pipeline: every stage's config
+    if kind == "pipeline":  # every stage's config
         stages = read_stages(path)
         for stage in stages:
-            assert load_config(checkable_config(stage, stages, Path("runs") / path.stem)).objective.name
+            cfg = load_config(checkable_config(stage, stages, Path("runs") / path.stem))
+            _local_files_exist(cfg, f"{path.name} stage {stage['name']}")
         return
+    assert kind == "run", kind
     if yaml.safe_load(path.read_text())["method"]["name"] == "qlora" and not torch.cuda.is_available():
         with pytest.raises(TunesmithError, match="needs a CUDA GPU"):  # the only problem it may have here
             load_config(path)
         return
-    cfg = load_config(path)
+    cfg = load_config(path)  # a sweep: section is checked with it (each value the sweep tries)
     assert cfg.method.name and cfg.objective.name
+    assert not path.name.startswith("sweep-") or cfg.sweep is not None
+    _local_files_exist(cfg, path.name)
 
 
 def base():
@@ -127,3 +146,20 @@ def test_every_compare_variant_validates(path):
     raw = read_yaml(path)
     for v in variants(raw, load_config(raw), None):
         assert load_config(v["raw"]).method.name == v["raw"]["method"]["name"], v["name"]
+
+
+def test_turning_off_best_model_keeps_the_metric(tmp_path):
+    """train.load_best_model_at_end=false on a config that names metric_for_best_model (every sentiment config) is
+    accepted: as in transformers, the metric alone names what the trainer records as best."""
+    from tunesmith.objectives.registry import OBJECTIVES
+    from tunesmith.objectives.trainer import training_arguments
+
+    path = Path(__file__).parents[2] / "configs" / "sentiment-lora.yaml"
+    cfg = load_config(path, ["train.load_best_model_at_end=false"])
+    assert not cfg.train.load_best_model_at_end and cfg.train.metric_for_best_model == "accuracy"
+    args = training_arguments(cfg, tmp_path, OBJECTIVES["classify"])
+    assert args.metric_for_best_model == "accuracy" and args.greater_is_better and not args.load_best_model_at_end
+    assert args.save_strategy == "no"  # nothing is kept for a best model nobody loads
+    result = CliRunner().invoke(app, ["validate", str(path), "train.load_best_model_at_end=false", "data.train_size=50",
+                                      "data.eval_size=20"])
+    assert result.exit_code == 0, result.output

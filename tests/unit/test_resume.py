@@ -107,3 +107,36 @@ def test_save_steps_with_best_model_must_fall_on_evaluations(tiny_bert, sentimen
     with pytest.raises(TunesmithError, match="train.save_steps: with load_best_model_at_end"):
         load_config(make_config(tiny_bert, sentiment_file, "classify",
                                 train={"save_steps": 4, "load_best_model_at_end": True, "eval_strategy": "epoch"}))
+
+
+def test_a_stopped_run_names_resume_and_refuses_an_edited_config(tiny_bert, sentiment_file, make_config, tmp_path):
+    """Issue 22: commands that need a finished run name `--resume` and its checkpoint's step; `--resume` refuses a
+    config.yaml edited since the run started (the checkpoint's tensors would not fit), before loading anything."""
+    from tunesmith.runs.resume import STARTED_CONFIG, config_changes
+
+    cfg = config(tiny_bert, sentiment_file, make_config)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run_dir = tmp_path / "killed"
+    kill_when_checkpointed([sys.executable, "-m", "tunesmith.cli", "train", str(path), "--out", str(run_dir)], run_dir)
+    step = int(last_checkpoint(run_dir).name.split("-")[1])
+    resume = f"`tunesmith train --resume {run_dir}`"
+    for args in (["predict", str(run_dir), "A fine film."], ["eval", str(run_dir)], ["train", str(path), "--out", str(run_dir)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert resume in result.output and f"(step {step})" in result.output, result.output
+
+    config_file = run_dir / "config.yaml"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest[STARTED_CONFIG] == yaml.safe_load(config_file.read_text())  # the copy kept when it started
+    started = config_file.read_text()
+    config_file.write_text(started.replace("  r: 4\n", "  r: 8\n"))
+    result = runner.invoke(app, ["train", "--resume", str(run_dir)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "method.r: 4 when it started, 8 now" in result.output and "Put the values back" in result.output
+    assert f"tunesmith train {config_file} --out OTHER_FOLDER" in result.output
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running"  # not marked failed
+    config_file.write_text(started)
+    assert stopped_run(run_dir) == (run_dir, last_checkpoint(run_dir))
+    # a run started before the manifest kept the config: nothing to compare, resume as before
+    assert config_changes(run_dir, {k: v for k, v in manifest.items() if k != STARTED_CONFIG}) == []

@@ -4,6 +4,7 @@ The commands themselves live beside this module, one module per group; cli/__ini
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import warnings
@@ -12,11 +13,36 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
+from typer.models import ParameterInfo
 
 from tunesmith.errors import TunesmithError
 
-app = typer.Typer(help="Fine-tune pretrained language models and measure what each method bought and cost.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+class Typer(typer.Typer):
+    """typer.Typer whose help texts are text: Typer reads them as Rich markup, which ate any bracketed part
+    ('[default: 96]', 'method.target_modules=[query,value]'). Every command's docstring or help and every
+    parameter's help is escaped when the command is registered, so no help text needs escaping by hand."""
+
+    def __init__(self, *args, help: str | None = None, **kwargs):  # noqa: A002 (typer's own name)
+        super().__init__(*args, help=escape(help) if help else help, **kwargs)
+
+    def command(self, name: str | None = None, *, help: str | None = None, **kwargs):  # noqa: A002
+        register = super().command
+
+        def decorator(fn):
+            for param in inspect.signature(fn).parameters.values():
+                info = param.default
+                if isinstance(info, ParameterInfo) and info.help and not getattr(info, "_escaped", False):
+                    info.help, info._escaped = escape(info.help), True
+            text = help if help is not None else inspect.getdoc(fn)
+            return register(name, help=escape(text) if text else text, **kwargs)(fn)
+
+        return decorator
+
+
+app = Typer(help="Fine-tune pretrained language models and measure what each method bought and cost.",
+            no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
 err_console = Console(stderr=True)
 

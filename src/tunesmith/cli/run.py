@@ -10,10 +10,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from tunesmith.cli.common import TRUST_HELP, app, call, console, fail, start
+from tunesmith.cli.common import TRUST_HELP, Typer, app, call, console, fail, start
 from tunesmith.cli.tables import print_probes, print_side_by_side, print_stats
 
-data_app = typer.Typer(help="Look at the data as the model will see it.", no_args_is_help=True)
+data_app = Typer(help="Look at the data as the model will see it.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
@@ -175,16 +175,21 @@ def export(
 
 @app.command()
 def validate(
-    config: Path = typer.Argument(..., help="YAML config to check."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
+    config: Path = typer.Argument(..., help="A file to check: a run config (with or without sweep: or compare:), a pipeline, a constitution config or a constitution."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides (a run config; a pipeline: every stage)."),
 ):
-    """Check the config and the data (columns, labels, lengths) without training; a pipeline file: every stage."""
-    from tunesmith.experiments.stages import is_pipeline_file
-
-    if call(is_pipeline_file, config):
+    """Check a file as what it is, without training: a run config and its data (columns, labels, lengths) and its
+    sweep or compare section; a pipeline: every stage; a constitution config: its principles, prompts and stages."""
+    kind = call(file_kind, config)
+    if kind == "pipeline":
         from tunesmith.cli.experiments import validate_pipeline
 
         return validate_pipeline(config, overrides)
+    if kind in ("constitution", "principles"):
+        if overrides:
+            call(fail, f"validate {config}: overrides apply to run configs and pipelines; a {kind} file takes none "
+                       f"(edit the file instead)")
+        return _validate_constitution(config, kind)
     start(config=config, overrides=overrides)
     import tunesmith.api as api
 
@@ -197,6 +202,62 @@ def validate(
     for note in info["dropped"]:  # rows the objective cannot use (null text or label, label -1)
         console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
     print_stats(info["stats"])
+    _more_sections(config, cfg, overrides)
+
+
+CONSTITUTION_KEYS = {"constitution", "policy", "critic", "prompts", "generation"}
+RUN_SECTIONS = {"model", "data", "method", "objective"}
+
+
+def file_kind(path: Path) -> str:
+    """Which file tunesmith reads this is, by its top-level keys: 'run' (a run config, also one with sweep: or
+    compare:), 'pipeline' (stages: only), 'constitution' (a `tunesmith constitution` config: policy, prompts,
+    stages) or 'principles' (a constitution: principles)."""
+    from tunesmith.config_io import read_yaml
+
+    keys = set(read_yaml(path))
+    if keys & RUN_SECTIONS:
+        return "run"
+    if "principles" in keys:
+        return "principles"
+    if keys & CONSTITUTION_KEYS:
+        return "constitution"
+    return "pipeline" if "stages" in keys else "run"
+
+
+def _validate_constitution(path: Path, kind: str) -> None:
+    from tunesmith.experiments.constitution.recipe import read_constitution
+
+    if kind == "principles":
+        names = [p.name for p in call(read_constitution, path)]
+        console.print(f"[green]ok[/] {path}: a constitution of {len(names)} principles: {', '.join(names)} (a "
+                      "constitution config names it in constitution:)", highlight=False)
+        return
+    start()
+    import tunesmith.api as api
+
+    info = call(api.validate_constitution, path)
+    cfg = info["config"]
+    stages = ", ".join(f"{name} ({c.method.name} / {c.objective.name})" for name, c in info["stages"].items())
+    console.print(f"[green]ok[/] {path}: a constitution config (`tunesmith constitution {path}` runs it): policy "
+                  f"{cfg.policy}, critic {cfg.critic_name}, {len(info['principles'])} principles; "
+                  f"{info['train_prompts']} training and {info['held_out_prompts']} held-out prompts; stages {stages} "
+                  "(their data is generated when it runs)", highlight=False)
+
+
+def _more_sections(path: Path, cfg, overrides) -> None:
+    """What `tunesmith sweep` and `tunesmith compare` read from a run config beyond the run itself."""
+    if cfg.sweep:
+        s = cfg.sweep
+        console.print(f"sweep: {s.trials} trials over {', '.join(s.parameters)} (the values it tries are checked); "
+                      f"`tunesmith sweep {path}` runs it", highlight=False)
+    if cfg.compare:
+        from tunesmith.config import apply_overrides, load_config, read_yaml
+        from tunesmith.experiments.compare import variants
+
+        raw = apply_overrides(read_yaml(path), list(overrides or []))  # as `tunesmith compare` reads it
+        names = [f"{v['name']} ({call(load_config, v['raw']).method.name})" for v in call(variants, raw, cfg, None)]
+        console.print(f"compare: variants {', '.join(names)} checked; `tunesmith compare {path}` runs them", highlight=False)
 
 
 @data_app.command("preview")

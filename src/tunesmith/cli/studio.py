@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
-from tunesmith.cli.common import TRUST_HELP, app, call, console, err_console, start
+from tunesmith.cli.common import TRUST_HELP, Typer, app, call, console, err_console, start
 
-studio_app = typer.Typer(help="The feedback studio: people rate and compare model outputs; export reward/DPO/KTO data.",
-                         no_args_is_help=True)
+studio_app = Typer(help="The feedback studio: people rate and compare model outputs; export reward/DPO/KTO data.",
+                   no_args_is_help=True)
 URL = "http://127.0.0.1:8765"
 URL_HELP = "The address raters open (where `tunesmith studio serve` listens), used to print links."
 

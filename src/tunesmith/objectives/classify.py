@@ -50,7 +50,9 @@ def check(cfg, dd, tokenizer) -> list[str]:
     label = d.column("label")
     train_labels = sorted(set(label_values(dd["train"], label)))
     if len(train_labels) < 2:
-        problems.append(f"data.columns.label: {label!r} has a single class {train_labels} in the training data; classification needs at least two")
+        problems.append(f"data.columns.label: {label!r} has a single class {train_labels} in the training data of "
+                        f"{d.source!r}; classification needs at least two: give data with both classes, or the column "
+                        "that holds the labels in data.columns.label")
     if d.labels:
         unknown = sorted({v for ds in dd.values() for v in label_values(ds, label)} - set(d.labels))
         if unknown:
@@ -58,7 +60,8 @@ def check(cfg, dd, tokenizer) -> list[str]:
     else:
         unseen = sorted(set(label_values(dd["eval"], label)) - set(train_labels))
         if unseen:
-            problems.append(f"data.columns.label: the eval data has labels {unseen} that never occur in training; fix the data or list every label in data.labels")
+            problems.append(f"data.columns.label: the eval data of {d.source!r} has labels {unseen} that never occur in "
+                            "training; fix the data or list every label in data.labels")
     return problems
 
 

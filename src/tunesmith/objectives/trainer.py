@@ -19,7 +19,8 @@ def training_arguments(cfg, out_dir: Path, objective, **more):
 
     t = cfg.train
     use_cpu = t.use_cpu or not torch.cuda.is_available()
-    metric = (t.metric_for_best_model or objective.best_metric) if t.load_best_model_at_end else None
+    # the metric alone (load_best_model_at_end off) only names what the trainer records as best, as in transformers
+    metric = t.metric_for_best_model or (objective.best_metric if t.load_best_model_at_end else None)
     return objective.args_class()(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=t.num_train_epochs,

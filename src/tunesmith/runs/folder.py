@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -82,8 +83,35 @@ def finished_run(folder: Path) -> bool:
     return manifest is not None and is_finished(manifest) and (Path(folder) / "eval.json").is_file()
 
 
+# A checkpoint counts once it holds this file, written after everything else (tunesmith.runs.resume).
+COMPLETE = "tunesmith-checkpoint.json"
+
+
+def checkpoint_step(path: Path) -> int:
+    match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+    return int(match.group(1)) if match else -1
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint that was written completely, or None (`tunesmith train --resume` continues from it)."""
+    for folder in sorted((Path(run_dir) / "checkpoints").glob("checkpoint-*"), key=checkpoint_step, reverse=True):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+            json.loads((folder / COMPLETE).read_text())
+        except (OSError, ValueError):
+            continue  # killed while writing it: not a checkpoint
+        return folder
+    return None
+
+
 def retrain_hint(folder: Path) -> str:
     return f"train it again with `tunesmith train CONFIG --out {folder} --overwrite`"
+
+
+def resume_hint(folder: Path, checkpoint: Path) -> str:
+    step = checkpoint_step(checkpoint)
+    return (f"continue it from its last complete checkpoint (step {step}) with `tunesmith train --resume {folder}`, "
+            f"which keeps the {step} steps it finished")
 
 
 def check_run_folder(folder: str | Path) -> dict:
@@ -105,8 +133,10 @@ def check_run_folder(folder: str | Path) -> dict:
         raise TunesmithError(f"{folder / 'manifest.json'} is not a tunesmith run manifest; give the folder `tunesmith train` wrote")
     if not is_finished(manifest):
         started = manifest.get("started", "?")
+        checkpoint = last_checkpoint(folder)
+        fix = f"{resume_hint(folder, checkpoint)}; or {retrain_hint(folder)}" if checkpoint else retrain_hint(folder)
         raise TunesmithError(f"run {folder} did not finish (status {manifest.get('status', '?')!r}, started {started}; "
-                             f"it was stopped or crashed before saving its model); {retrain_hint(folder)}")
+                             f"it was stopped or crashed before saving its model); {fix}")
     if not has_config:
         raise TunesmithError(f"run {folder} is damaged: config.yaml is missing; {retrain_hint(folder)}")
     saved = manifest.get("saved")
@@ -206,7 +236,9 @@ def plan_output(target: str | Path, *, overwrite: bool, kind: str = "run", prote
         state = ""
         manifest = run_marker(target) if kind == "run" else None
         if manifest is not None and not is_finished(manifest):
-            state = " (an unfinished run: it was stopped or crashed)"
+            checkpoint = last_checkpoint(target)
+            state = " (an unfinished run: it was stopped or crashed" + (f"; {resume_hint(target, checkpoint)})"
+                                                                        if checkpoint else ")")
         raise TunesmithError(f"{what} {target} already exists{state}; pass --overwrite to replace it, or {option} to choose another folder")
     problems = _replaceable(target, kind, [Path(p) for p in protected])
     if problems:

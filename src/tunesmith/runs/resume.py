@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
 from tunesmith.procs import alive
-from tunesmith.runs.folder import PARTIAL, is_finished, run_marker
+from tunesmith.runs.folder import COMPLETE, PARTIAL, is_finished, last_checkpoint, run_marker
 
-COMPLETE = "tunesmith-checkpoint.json"
+__all__ = ["BASE", "COMPLETE", "STARTED_CONFIG", "checkpoint_marker", "config_changes", "last_checkpoint", "stopped_run",
+           "trim_metrics"]
 BASE = "base.json"  # the base model's measurement, written before training starts
+STARTED_CONFIG = "started_config"  # manifest key: the resolved config the run started with (config.yaml as written)
 
 
 def checkpoint_marker():
@@ -39,23 +40,6 @@ def checkpoint_marker():
     return CheckpointMarker()
 
 
-def _step(path: Path) -> int:
-    match = re.fullmatch(r"checkpoint-(\d+)", path.name)
-    return int(match.group(1)) if match else -1
-
-
-def last_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint that was written completely, or None."""
-    for folder in sorted((Path(run_dir) / "checkpoints").glob("checkpoint-*"), key=_step, reverse=True):
-        try:
-            json.loads((folder / "trainer_state.json").read_text())
-            json.loads((folder / COMPLETE).read_text())
-        except (OSError, ValueError):
-            continue  # killed while writing it: not a checkpoint
-        return folder
-    return None
-
-
 def stopped_run(run_dir: str | Path) -> tuple[Path, Path]:
     """(folder holding the stopped run, its last complete checkpoint) for `--resume RUN_DIR`; else a clear error."""
     target = Path(run_dir)
@@ -71,6 +55,13 @@ def stopped_run(run_dir: str | Path) -> tuple[Path, Path]:
         if checkpoint is None:
             raise TunesmithError(f"--resume {target}: the stopped run in {folder} has no complete checkpoint to continue "
                                  "from (set train.save_steps to write them); train it again with --overwrite")
+        changes = config_changes(folder, manifest)
+        if changes:
+            config = folder / "config.yaml"
+            raise TunesmithError(f"--resume {target}: {config} was edited after the run started, and a checkpoint only "
+                                 f"continues the config it was written with: {'; '.join(changes)}. Put the values back "
+                                 f"as they were to resume, or train the edited config from the start in another folder: "
+                                 f"`tunesmith train {config} --out OTHER_FOLDER`")
         return folder, checkpoint
     manifest = run_marker(target) if target.is_dir() else None
     if manifest is not None and is_finished(manifest):
@@ -78,6 +69,32 @@ def stopped_run(run_dir: str | Path) -> tuple[Path, Path]:
                              "--overwrite to start over)")
     raise TunesmithError(f"--resume {target}: no stopped tunesmith run there (nor in {partial.name}); give the folder "
                          "of a run that was stopped or crashed")
+
+
+def config_changes(folder: Path, manifest: dict) -> list[str]:
+    """The keys of <folder>/config.yaml whose values differ from the config the run started with (kept in its
+    manifest), one line each; [] when they agree, or for a run started before the manifest kept a copy."""
+    from tunesmith.config_io import read_yaml
+
+    started = manifest.get(STARTED_CONFIG)
+    if not isinstance(started, dict):
+        return []
+    before, now = _flat(started), _flat(read_yaml(Path(folder) / "config.yaml"))
+    missing = object()
+    show = lambda value: "absent" if value is missing else json.dumps(value)  # noqa: E731
+    return [f"{key}: {show(before.get(key, missing))} when it started, {show(now.get(key, missing))} now"
+            for key in sorted(set(before) | set(now)) if before.get(key, missing) != now.get(key, missing)]
+
+
+def _flat(raw: dict, prefix: str = "") -> dict:
+    """{'method': {'r': 4}} -> {'method.r': 4}; lists stay whole values."""
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def trim_metrics(run_dir: Path, step: int) -> None:

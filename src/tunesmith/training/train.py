@@ -40,7 +40,7 @@ from tunesmith.runs import (
     run_marker,
     start_manifest,
 )
-from tunesmith.runs.resume import BASE, checkpoint_marker, last_checkpoint
+from tunesmith.runs.resume import BASE, STARTED_CONFIG, checkpoint_marker, last_checkpoint
 from tunesmith.training.evaluate import base_forgetting_scores, forgetting_scores
 from tunesmith.training.prepare import Prepared, measure
 from tunesmith.trust import trusting
@@ -73,8 +73,11 @@ def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: b
             before = run_marker(stage) or {}
             manifest.update(started=before.get("started", manifest["started"]),
                             resumed=[*before.get("resumed", []), {"from": checkpoint.name, "at": manifest["started"]}])
-        else:
+            if STARTED_CONFIG in before:
+                manifest[STARTED_CONFIG] = before[STARTED_CONFIG]
+        else:  # config.yaml, and a copy in the manifest: --resume refuses a config.yaml edited since (runs.resume)
             (stage / "config.yaml").write_text(cfg.to_yaml())
+            manifest[STARTED_CONFIG] = cfg.model_dump(mode="json")
         write_json(stage / "manifest.json", manifest)
     try:
         with trusting(trust_remote_code):
