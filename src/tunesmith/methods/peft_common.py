@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import Field
+
 from tunesmith.errors import TunesmithError
 from tunesmith.modeling import linear_module_names, new_modules, suffixes
+from tunesmith.schema import Section
 
 log = logging.getLogger("tunesmith")
+
+
+class LoraFamilySection(Section):
+    """The fields every LoRA-family config (lora, dora, qlora, adalora, dylora) shares, declared once. `name` comes
+    first in every method section; each config narrows it to its own Literal."""
+
+    name: str
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str | None = Field(
+        None, description="Linear module names or suffixes, 'all-linear', or None for PEFT's default for the model."
+    )
+    modules_to_save: list[str] | None = Field(
+        None, description="Modules trained in full and saved with the adapter. A new head is added automatically."
+    )
 
 
 def is_classifier(model) -> bool:
