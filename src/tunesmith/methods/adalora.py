@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tunesmith.errors import TunesmithError
-from tunesmith.methods.peft_common import LoraFamilySection, check_targets, modules_to_save, task_type, wrap
+from tunesmith.methods.peft_common import LoraFamilySection, lora_family_options, wrap
 from tunesmith.methods.spec import Method
 
 log = logging.getLogger("tunesmith")
@@ -88,9 +88,8 @@ def check(cfg) -> list[str]:
 def apply(model, cfg: AdaLoraConfig):
     import peft
 
-    check_targets(model, cfg.target_modules)
     config = peft.AdaLoraConfig(
-        task_type=task_type(model),
+        **lora_family_options(model, cfg),
         init_r=cfg.init_r,
         target_r=cfg.target_r,
         deltaT=cfg.deltaT,
@@ -98,9 +97,6 @@ def apply(model, cfg: AdaLoraConfig):
         beta2=cfg.beta2,
         orth_reg_weight=cfg.orth_reg_weight,
         lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
-        modules_to_save=modules_to_save(model, cfg.modules_to_save),
         total_step=1,  # a placeholder PEFT's checks accept: the callback sets the real schedule when training starts
     )
     return wrap(model, config)

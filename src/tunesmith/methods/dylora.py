@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tunesmith.errors import TunesmithError
-from tunesmith.methods.peft_common import LoraFamilySection, check_targets, modules_to_save, task_type, wrap
+from tunesmith.methods.peft_common import LoraFamilySection, lora_family_options, wrap
 from tunesmith.methods.spec import Method
 
 RANKS_FILE = "dylora.json"  # in the adapter folder (and in the scratch folder until saving)
@@ -86,15 +86,7 @@ class NestedRanks:
 def apply(model, cfg: DyLoraConfig):
     import peft
 
-    check_targets(model, cfg.target_modules)
-    config = peft.LoraConfig(
-        task_type=task_type(model),
-        r=cfg.r_max,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
-        modules_to_save=modules_to_save(model, cfg.modules_to_save),
-    )
+    config = peft.LoraConfig(**lora_family_options(model, cfg), r=cfg.r_max, lora_alpha=cfg.lora_alpha)
     model = wrap(model, config)
     ranks = NestedRanks(cfg)
     model.register_forward_pre_hook(ranks.sample)

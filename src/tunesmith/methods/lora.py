@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from tunesmith.methods.peft_common import LoraFamilySection, check_targets, modules_to_save, task_type, wrap
+from tunesmith.methods.peft_common import LoraFamilySection, lora_family_options, wrap
 from tunesmith.methods.spec import Method
 
 log = logging.getLogger("tunesmith")
@@ -68,16 +68,13 @@ class QLoraConfig(LoraConfig):
 def apply(model, cfg: LoraConfig):
     import peft
 
-    check_targets(model, cfg.target_modules)
+    shared = lora_family_options(model, cfg)
     if cfg.name == "qlora":
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = peft.LoraConfig(
-        task_type=task_type(model),
+        **shared,
         r=cfg.r,
         lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
-        modules_to_save=modules_to_save(model, cfg.modules_to_save),
         bias=cfg.bias,
         use_rslora=cfg.use_rslora,
         use_dora=cfg.name == "dora",

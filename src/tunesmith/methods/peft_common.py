@@ -66,6 +66,14 @@ def modules_to_save(model, requested: list[str] | None) -> list[str] | None:
     return out or None
 
 
+def lora_family_options(model, cfg: LoraFamilySection) -> dict:
+    """The PEFT config keywords every LoRA-family method passes alike (task type, dropout, targets, modules trained
+    in full), after checking the targets against the model."""
+    check_targets(model, cfg.target_modules)
+    return {"task_type": task_type(model), "lora_dropout": cfg.lora_dropout, "target_modules": cfg.target_modules,
+            "modules_to_save": modules_to_save(model, cfg.modules_to_save)}
+
+
 def check_targets(model, targets, key: str = "method.target_modules") -> None:
     """Every target must match a linear layer; the error lists the names that would."""
     if targets is None or targets == "all-linear":
