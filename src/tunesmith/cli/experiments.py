@@ -47,7 +47,7 @@ def compare(
             continue
         forget = r["forgetting_mean"]
         table.add_row(r["name"], fmt(r["base"].get(metric)), fmt(r["tuned"].get(metric)), f"{r['trainable_params']:,}",
-                      f"{r['train_seconds']:.0f}", f"{r['tokens_per_second']:.0f}", f"{r['peak_memory_mb']:,.0f}",
+                      f"{r['train_seconds']:.0f}", f"{r['tokens_per_second']:.0f}", f"{r['peak_memory_mb']:,.0f}" if r.get('peak_memory_mb') is not None else '–',
                       "–" if forget is None else f"{forget:+.4f}")
     console.print(table)
     folder = out or Path("runs") / f"compare-{config.stem}"

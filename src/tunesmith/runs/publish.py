@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tunesmith.assets import hub_offline
+from tunesmith.assets.hub import hub_offline
 from tunesmith.errors import TunesmithError
 from tunesmith.runs.folder import EXPORT_MARKER, check_run_folder, read_json_file
 
