@@ -76,10 +76,10 @@ class DPOConfig(Section):
 
 
 ROLES = (
-    Role("prompt", help="what the responses answer or continue (with data.format: chat, the user's message)"),
-    Role("chosen", help="the preferred response"),
-    Role("rejected", help="the response the model should come to prefer less"),
-    Role("unrelated", optional=True, help="a meaningless response; the metrics then report how often the model "
+    Role("prompt", turns=True, help="what the responses answer or continue (with a chat data.format, the user's message, or a list of messages)"),
+    Role("chosen", turns=True, help="the preferred response"),
+    Role("rejected", turns=True, help="the response the model should come to prefer less"),
+    Role("unrelated", turns=True, optional=True, help="a meaningless response; the metrics then report how often the model "
          "still prefers chosen over it (chosen_over_unrelated)"),
 )
 RESPONSES = ("chosen", "rejected", "unrelated")

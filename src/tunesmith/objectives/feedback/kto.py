@@ -49,8 +49,8 @@ class KTOConfig(Section):
 
 
 ROLES = (
-    Role("prompt", help="what the completion answers or continues (with data.format: chat, the user's message)"),
-    Role("completion", help="one response, rated desirable or not"),
+    Role("prompt", turns=True, help="what the completion answers or continues (with a chat data.format, the user's message, or a list of messages)"),
+    Role("completion", turns=True, help="one response, rated desirable or not"),
     Role("label", kind="label", help="whether the completion is desirable: true/false, 1/0, yes/no, good/bad, "
          "desirable/undesirable"),
 )
