@@ -33,7 +33,8 @@ def data_problems(cfg, dd, tokenizer, roles: list[str], responses, per_split=Non
         return problems
     problems = chat_template_problem(cfg, tokenizer)
     for split, ds in dd.items():
-        problems += conversation_problems(cfg, ds, split, {r: cfg.data.column(r) for r in roles if r in ("prompt", *responses)})
+        read = {r: cfg.data.column(r) for r in roles if r in ("prompt", *responses)}
+        problems += conversation_problems(cfg, ds, split, read)
         problems += empty_responses(cfg, ds, split, list(responses))
         problems += per_split(ds, split) if per_split else []
     return problems

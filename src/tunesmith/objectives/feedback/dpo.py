@@ -76,11 +76,12 @@ class DPOConfig(Section):
 
 
 ROLES = (
-    Role("prompt", turns=True, help="what the responses answer or continue (with a chat data.format, the user's message, or a list of messages)"),
+    Role("prompt", turns=True, help="what the responses answer or continue (with a chat data.format, the user's "
+         "message, or a list of messages)"),
     Role("chosen", turns=True, help="the preferred response"),
     Role("rejected", turns=True, help="the response the model should come to prefer less"),
-    Role("unrelated", turns=True, optional=True, help="a meaningless response; the metrics then report how often the model "
-         "still prefers chosen over it (chosen_over_unrelated)"),
+    Role("unrelated", turns=True, optional=True, help="a meaningless response; the metrics then report how often the "
+         "model still prefers chosen over it (chosen_over_unrelated)"),
 )
 RESPONSES = ("chosen", "rejected", "unrelated")
 METRICS = frozenset({"loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected",

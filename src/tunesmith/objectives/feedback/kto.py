@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from tunesmith.data.chat import text_of
 from tunesmith.data.roles import Role
 from tunesmith.objectives.feedback import checks
 from tunesmith.objectives.feedback import preference as pref
@@ -49,7 +50,8 @@ class KTOConfig(Section):
 
 
 ROLES = (
-    Role("prompt", turns=True, help="what the completion answers or continues (with a chat data.format, the user's message, or a list of messages)"),
+    Role("prompt", turns=True, help="what the completion answers or continues (with a chat data.format, the user's "
+         "message, or a list of messages)"),
     Role("completion", turns=True, help="one response, rated desirable or not"),
     Role("label", kind="label", help="whether the completion is desirable: true/false, 1/0, yes/no, good/bad, "
          "desirable/undesirable"),
@@ -106,7 +108,7 @@ def _unknown_labels(cfg, ds, split: str) -> list[str]:
     rows = f"{len(bad)} row{'s hold' if len(bad) > 1 else ' holds'}"
     return [f"{d.source} ({split} split): column {d.column('label')!r} (label) says whether a completion is desirable, "
             f"and {rows} something else, the first {short_value(labels[bad[0]])} (prompt "
-            f"{short_value(prompts[bad[0]])}); use true/false, 1/0, yes/no, good/bad or desirable/undesirable"]
+            f"{short_value(text_of(prompts[bad[0]]))}); use true/false, 1/0, yes/no, good/bad or desirable/undesirable"]
 
 
 # Which kind of row each of TRL's evaluation metrics needs in the eval split (train.metric_for_best_model)

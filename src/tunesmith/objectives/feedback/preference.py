@@ -68,12 +68,12 @@ def _ids(tokenizer, value, generation_prompt: bool = False) -> list[int]:
     return list(tokenizer(text=value)["input_ids"])
 
 
-def prompt_ids(tokenizer, data_cfg, prompt: str) -> list[int]:
+def prompt_ids(tokenizer, data_cfg, prompt) -> list[int]:
     """Token ids of a prompt as the model sees it before a response (probes and samples generate from here)."""
     return _ids(tokenizer, prompt_value(data_cfg, prompt), generation_prompt=True)
 
 
-def split_ids(tokenizer, data_cfg, prompt: str, responses: list[str]) -> tuple[list[int], list[list[int]]]:
+def split_ids(tokenizer, data_cfg, prompt, responses: list) -> tuple[list[int], list[list[int]]]:
     """(prompt ids, ids of each response), tokenized as TRL's DPO and KTO trainers do: the prompt alone and the prompt
     with each response; the responses start where the shortest common prefix ends (a chat template or a token that
     merges across the boundary can render the prompt differently with a response after it)."""
