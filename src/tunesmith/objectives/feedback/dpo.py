@@ -3,6 +3,8 @@
 DPO (Rafailov et al., 2023) raises the log-probability of the chosen response relative to the rejected one, each
 measured against a frozen reference model (the base), with no reward model and no sampling. `loss_type` chooses
 TRL's loss (sigmoid: DPO; ipo, hinge, robust, ...), `beta` how far the policy may move from the reference.
+Rows may be texts or, with a chat data.format, conversational as TRL documents it: `prompt` a list of messages,
+`chosen` and `rejected` lists of assistant messages (preference.py renders both through the chat template).
 
 Metrics on the held-out pairs, for the base model and the tuned model alike (log p: the summed log-probability of
 a response's tokens given the prompt, the quantity DPO's implicit reward is made of):

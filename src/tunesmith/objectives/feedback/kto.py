@@ -5,6 +5,9 @@ its implicit reward, beta * (log p - log p_ref) against the base as reference, a
 policy's KL divergence from the reference, which TRL takes from mismatched prompt/completion pairs within a batch
 (so a batch needs at least 2 examples, and the batches keep the data's seeded order).
 
+Rows may be texts or, with a chat data.format, conversational (TRL's format): `prompt` a list of messages,
+`completion` a list of assistant messages.
+
 Labels (data.columns.label): true/false, 1/0, or the words yes/no, good/bad, desirable/undesirable (any case).
 
 Metrics on the held-out rows, base and tuned alike. Rows have no partner, so they are compared across prompts,

@@ -5,6 +5,8 @@
 - ratings (prompt, response, rating): a number -> mean squared error on the rating normalized to mean 0, std 1 over
   the training split (a regression whose scale does not depend on the rating scale); a thumbs up/down -> binary
   cross-entropy on the logit (the reward is the log-odds of a thumbs up). Both through a small transformers Trainer.
+With a chat data.format the rows may be conversational (TRL's format): the prompt a list of messages, each response
+a list of assistant messages; the whole conversation is rendered through the chat template and scored.
 
 Metrics (base with its untrained head vs tuned, on held-out rows): reward_accuracy (the share of pairs whose chosen
 response scores above the rejected one), reward_margin (mean reward chosen - rejected) and the pair loss; Pearson and
