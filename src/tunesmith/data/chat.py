@@ -93,6 +93,36 @@ def conversation_of(row: dict, data_cfg) -> list[dict]:
     return messages
 
 
+def is_turns(value) -> bool:
+    """Whether a column value is a list of chat turns (dicts), as in conversational preference data."""
+    return isinstance(value, list) and bool(value) and all(isinstance(t, dict) for t in value)
+
+
+def messages_of(value, data_cfg, role: str = "user") -> list[dict]:
+    """One column value as chat messages of {role, content}: a text is one message of `role`; a list of turns (OpenAI
+    {role, content} or ShareGPT {from, value}, by the keys of its first turn) is read as `conversation_of` reads a
+    conversation. A prompt (role user) gets the system prompt as `conversation_of` applies it."""
+    if is_turns(value):
+        shape = _shape(value)
+        if shape is None:
+            raise TunesmithError(f"data: a list of turns whose first turn has the keys {sorted(_turn_keys(value))}; "
+                                 f"{FORMAT_FIX}")
+        messages = [{"role": m["role"], "content": m["content"]} for m in READERS[shape]({"messages": value}, data_cfg)]
+    else:
+        messages = [{"role": role, "content": "" if value is None else str(value)}]
+    if role == "user" and data_cfg.system_prompt and not any(m["role"] == "system" for m in messages):
+        messages = [{"role": "system", "content": data_cfg.system_prompt}, *messages]
+    return messages
+
+
+def text_of(value) -> str:
+    """A column value as plain text, for checks and reports: a text as it is, a list of turns as its contents one per
+    line."""
+    if is_turns(value):
+        return "\n".join(str(t.get("content", t.get("value")) or "") for t in value)
+    return "" if value is None else str(value)
+
+
 FORMAT_FIX = ("give each row a `messages` list of {role, content}, a ShareGPT `conversations` list of {from, value}, "
               "Alpaca `instruction`/`input`/`output` columns, or prompt and response columns (data.columns)")
 

@@ -41,14 +41,18 @@ def _arrow(ds: datasets.Dataset, column: str):
     return ds.with_format("arrow")[column]
 
 
-def _type_problem(ds, where: str, column: str, expected: str, fix: str, lists_ok: bool = False) -> str | None:
-    """A column holding lists or objects where `expected` (text, a label) is: the first such row."""
+def _type_problem(ds, where: str, column: str, expected: str, fix: str, lists_ok: bool = False,
+                  turns_ok: bool = False) -> str | None:
+    """A column holding lists or objects where `expected` (text, a label) is: the first such row. `turns_ok`: a list
+    of objects (chat messages) is fine too."""
     import pyarrow.compute as pc
 
     feature = ds.features[column]
     if isinstance(feature, (datasets.Value, datasets.ClassLabel)):
         return None
     if lists_ok and isinstance(feature, datasets.List) and getattr(feature.feature, "dtype", "") in ("string", "large_string"):
+        return None
+    if turns_ok and isinstance(feature, datasets.List) and isinstance(feature.feature, dict):
         return None
     valid = pc.indices_nonzero(pc.is_valid(_arrow(ds, column))).to_pylist()
     row = valid[0] if valid else 0
@@ -94,14 +98,22 @@ def _label_ids(where: str, column: str, values: list, skip: set[int]) -> list[st
             f"data.labels: {names}"]
 
 
+def _text_fix(column: str, reads) -> str:
+    fix = f"give it one string per row (join the parts), or point {reads.text[column]} at a text column"
+    if column in reads.turns and not reads.chat:
+        fix = ("if it holds chat messages (a list of {role, content} per row), set data.format: chat to read them "
+               f"through the chat template; else {fix}")
+    return fix
+
+
 def usable(ds: datasets.Dataset, where: str, reads, labels: list[str] | None) -> tuple[datasets.Dataset, str | None]:
     """Drop the rows the objective cannot use and say which: a null (or missing) value in a column it reads, or an
     integer label -1 (the datasets convention for unlabeled) unless data.labels names it. A list or object where
     text or a label is expected, and an integer label that is no class id, are errors."""
     text = [c for c in reads.text if c in ds.column_names]
     label = reads.label if reads.label in ds.column_names else None
-    problems = [_type_problem(ds, where, c, "text", f"give it one string per row (join the parts), or point {reads.text[c]} at a text column",
-                              c in reads.lists) for c in text]
+    problems = [_type_problem(ds, where, c, "text", _text_fix(c, reads), c in reads.lists, c in reads.turns and reads.chat)
+                for c in text]
     if label:
         problems.append(_type_problem(ds, where, label, "one label", "give each row one label (classify picks one class per example)"))
     raise_if([p for p in problems if p])

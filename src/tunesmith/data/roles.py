@@ -19,6 +19,7 @@ class Role:
     optional: bool = False  # no column unless data.columns names one (default: the role's own name)
     templated: bool = False  # a data.template, when set, builds this role's text from the columns it names
     lists: bool = False  # the column may hold a list of strings per row (e.g. several reference answers)
+    turns: bool = False  # with a chat data.format, the column may hold chat messages (conversational preference data)
     help: str = ""
 
 

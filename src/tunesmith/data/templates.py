@@ -57,11 +57,14 @@ def probe_row(text: str, data_cfg) -> dict:
 @dataclass(frozen=True)
 class Reads:
     """What an objective reads from each row: text columns (column -> the config key that names it), a label
-    column, and columns that may hold a list of strings (sft reference answers). A null in any of them drops the row."""
+    column, columns that may hold a list of strings (sft reference answers), and columns that may hold chat messages
+    (conversational preference data; `chat`: whether the data.format reads them). A null in any of them drops the row."""
 
     text: dict[str, str]
     label: str | None = None
     lists: tuple[str, ...] = field(default=())
+    turns: tuple[str, ...] = field(default=())
+    chat: bool = False
 
 
 def reads(cfg) -> Reads:
@@ -69,15 +72,17 @@ def reads(cfg) -> Reads:
     cfg.data.roles holds): a data.template's fields stand for its templated roles (text, or prompt and response)."""
     d = cfg.data
     text = {f: "data.template" for f in fields(d.template)} if d.template else {}
-    label, lists = None, []
+    label, lists, turns = None, [], []
     for role in d.roles:
         column = d.column(role.name)
         if column is None:
             continue
         if role.lists:
             lists.append(column)
+        if role.turns:
+            turns.append(column)
         if role.kind == "label":
             label = column
         elif role.kind == "text" and not (d.template and role.templated):
             text.setdefault(column, f"data.columns.{role.name}")
-    return Reads(text, label, tuple(lists))
+    return Reads(text, label, tuple(lists), tuple(turns), d.format != "text")

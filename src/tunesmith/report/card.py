@@ -315,7 +315,7 @@ def usage_snippet(f: dict) -> str | None:
             else f"model = {auto}.from_pretrained(model_id).eval()")
     data = f["config"].get("data") or {}
     prompt = next(iter((f["results"].get("probes") or {}).get("inputs") or []), None)
-    if data.get("format") == "chat":
+    if data.get("format", "text") != "text":  # every data.format but text renders through the chat template
         ask = [f"messages = [{{\"role\": \"user\", \"content\": {json.dumps(prompt or 'Hello!')}}}]",
                "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", "
                "return_dict=True)"]

@@ -32,6 +32,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from tunesmith.data.chat import is_chat
 from tunesmith.data.roles import Role, check_columns, no_packing
 from tunesmith.errors import TunesmithError
 from tunesmith.objectives import lm
@@ -90,7 +91,7 @@ def check_config(cfg) -> list[str]:
                         "Write the rules or examples the student should learn to follow without them")
     elif o.context_file is not None:
         problems += teacher.context_file_problems(o.context_file)
-    if o.placement == "system" and d.format != "chat":
+    if o.placement == "system" and not is_chat(d):
         problems.append("objective.placement: 'system' puts the context in the chat template's system message, which "
                         "needs data.format: chat; set data.format: chat or objective.placement: prefix")
     if d.template:
@@ -109,9 +110,10 @@ def check(cfg, dd, tokenizer) -> list[str]:
     column = d.column("prompt")
     problems = [f"data.columns.prompt: column {column!r} is not in the {split} data of {d.source!r}; columns are "
                 f"{ds.column_names}" for split, ds in dd.items() if column not in ds.column_names]
-    if d.format == "chat" and not getattr(tokenizer, "chat_template", None):
-        problems.append(f"data.format: 'chat' needs a tokenizer with a chat template, and {cfg.model.name!r} has none; "
-                        "use data.format: text with objective.placement: prefix")
+    if is_chat(d) and not getattr(tokenizer, "chat_template", None):
+        problems.append(f"data.format: {d.format!r} renders prompts through a chat template, and {cfg.model.name!r} has "
+                        "none; set data.chat_template (chatml, llama-3, or a Jinja file), or use data.format: text with "
+                        "objective.placement: prefix")
     return problems + causal_lm_problems(cfg)
 
 

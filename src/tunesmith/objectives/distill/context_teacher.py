@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import tunesmith.tensor_cache as tensor_cache
+from tunesmith.data.chat import is_chat
 from tunesmith.errors import TunesmithError
 
 log = logging.getLogger("tunesmith")
@@ -67,7 +68,7 @@ def prompt_ids(tokenizer, cfg, text: str, with_context: bool) -> list[int]:
     user, system = str(text), d.system_prompt
     if context and o.placement == "prefix":
         user = f"{context}\n\n{user}"
-    if d.format != "chat":
+    if not is_chat(d):
         return list(tokenizer(user)["input_ids"])
     if context and o.placement == "system":
         system = f"{system}\n\n{context}" if system else context

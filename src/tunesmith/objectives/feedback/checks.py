@@ -5,7 +5,9 @@ chat template check serves reward and rl too."""
 
 from __future__ import annotations
 
+from tunesmith.data.chat import is_chat, is_turns, messages_of, text_of
 from tunesmith.data.roles import check_columns, no_packing, role_names
+from tunesmith.errors import TunesmithError
 
 LM_HEAD = "lm_head"
 
@@ -31,16 +33,61 @@ def data_problems(cfg, dd, tokenizer, roles: list[str], responses, per_split=Non
         return problems
     problems = chat_template_problem(cfg, tokenizer)
     for split, ds in dd.items():
+        read = {r: cfg.data.column(r) for r in roles if r in ("prompt", *responses)}
+        problems += conversation_problems(cfg, ds, split, read)
         problems += empty_responses(cfg, ds, split, list(responses))
         problems += per_split(ds, split) if per_split else []
     return problems
 
 
 def chat_template_problem(cfg, tokenizer) -> list[str]:
-    if cfg.data.format == "chat" and not getattr(tokenizer, "chat_template", None):
-        return [f"data.format: 'chat' needs a tokenizer with a chat template, and {cfg.model.name!r} has none; "
-                "use data.format: text"]
+    if is_chat(cfg.data) and not getattr(tokenizer, "chat_template", None):
+        return [f"data.format: {cfg.data.format!r} renders prompts and responses through a chat template, and "
+                f"{cfg.model.name!r} has none; set data.chat_template (chatml, llama-3, or a Jinja file), or use "
+                "data.format: text"]
     return []
+
+
+def conversation_problems(cfg, ds, split: str, columns: dict[str, str]) -> list[str]:
+    """Conversational values ({role: column}; the prompt a list of messages, a response a list of assistant messages):
+    with data.format: text, any such value (text is expected); with a chat format, turns that are no chat format, and
+    a response whose last message is not the assistant's."""
+    problems = []
+    for role, column in columns.items():
+        if column is None or column not in ds.column_names:
+            continue
+        values = ds[column][:]
+        rows = [i for i, v in enumerate(values) if is_turns(v)]
+        if not rows:
+            continue
+        if not is_chat(cfg.data):
+            problems.append(f"{_where(cfg, split)}: column {column!r} ({role}) holds chat messages on {len(rows)} rows "
+                            f"(the first {text_of(values[rows[0]])[:60]!r}), and data.format is 'text'; set data.format: "
+                            "chat to render them through the chat template")
+            continue
+        problems += _turn_problems(cfg, split, role, column, values, rows)
+    return problems
+
+
+def _turn_problems(cfg, split: str, role: str, column: str, values: list, rows: list[int]) -> list[str]:
+    bad, not_assistant = [], []
+    for i in rows:
+        try:
+            messages = messages_of(values[i], cfg.data, "user" if role == "prompt" else "assistant")
+        except TunesmithError as err:
+            bad.append((i, str(err)))
+            continue
+        if role != "prompt" and messages[-1]["role"] != "assistant":
+            not_assistant.append((i, messages[-1]["role"]))
+    problems = []
+    if bad:
+        problems.append(f"{_where(cfg, split)}: column {column!r} ({role}), row {bad[0][0] + 1} ({len(bad)} rows in "
+                        f"all): {bad[0][1]}")
+    if not_assistant:
+        problems.append(f"{_where(cfg, split)}: column {column!r} ({role}) is a response, and on {len(not_assistant)} "
+                        f"rows (the first row {not_assistant[0][0] + 1}) its last message is a {not_assistant[0][1]!r} "
+                        "message; a response is the assistant's messages (the conversation before it goes in the prompt)")
+    return problems
 
 
 def _where(cfg, split: str) -> str:
@@ -50,7 +97,7 @@ def _where(cfg, split: str) -> str:
 def _first(rows: list[int], prompts: list) -> str:
     from tunesmith.data.clean import short_value
 
-    return f"{len(rows)} row{'s' if len(rows) > 1 else ''}, the first with prompt {short_value(prompts[rows[0]])}"
+    return f"{len(rows)} row{'s' if len(rows) > 1 else ''}, the first with prompt {short_value(text_of(prompts[rows[0]]))}"
 
 
 def empty_responses(cfg, ds, split: str, roles: list[str]) -> list[str]:
@@ -62,7 +109,7 @@ def empty_responses(cfg, ds, split: str, roles: list[str]) -> list[str]:
         column = d.column(role)
         if column is None:
             continue
-        empty = [i for i, t in enumerate(ds[column][:]) if not str(t if t is not None else "").strip()]
+        empty = [i for i, t in enumerate(ds[column][:]) if not text_of(t).strip()]
         if empty:
             problems.append(f"{_where(cfg, split)}: column {column!r} ({role}) is empty on {_first(empty, prompts)}; "
                             "every response needs text to be scored: fill in or remove those rows")
@@ -76,11 +123,11 @@ def identical_pairs(cfg, ds, split: str) -> list[str]:
     d = cfg.data
     prompts = ds[d.column("prompt")][:]
     chosen, rejected = ds[d.column("chosen")][:], ds[d.column("rejected")][:]
-    same = [i for i, (a, b) in enumerate(zip(chosen, rejected)) if str(a).strip() == str(b).strip()]
+    same = [i for i, (a, b) in enumerate(zip(chosen, rejected)) if text_of(a).strip() == text_of(b).strip()]
     if not same:
         return []
     return [f"{_where(cfg, split)}: chosen ({d.column('chosen')!r}) and rejected ({d.column('rejected')!r}) are the same "
-            f"text on {_first(same, prompts)}: {short_value(chosen[same[0]])}; a pair must differ (there is nothing to "
+            f"text on {_first(same, prompts)}: {short_value(text_of(chosen[same[0]]))}; a pair must differ (there is nothing to "
             "prefer): fix or remove those rows"]
 
 

@@ -3,6 +3,8 @@
 DPO (Rafailov et al., 2023) raises the log-probability of the chosen response relative to the rejected one, each
 measured against a frozen reference model (the base), with no reward model and no sampling. `loss_type` chooses
 TRL's loss (sigmoid: DPO; ipo, hinge, robust, ...), `beta` how far the policy may move from the reference.
+Rows may be texts or, with a chat data.format, conversational as TRL documents it: `prompt` a list of messages,
+`chosen` and `rejected` lists of assistant messages (preference.py renders both through the chat template).
 
 Metrics on the held-out pairs, for the base model and the tuned model alike (log p: the summed log-probability of
 a response's tokens given the prompt, the quantity DPO's implicit reward is made of):
@@ -76,11 +78,12 @@ class DPOConfig(Section):
 
 
 ROLES = (
-    Role("prompt", help="what the responses answer or continue (with data.format: chat, the user's message)"),
-    Role("chosen", help="the preferred response"),
-    Role("rejected", help="the response the model should come to prefer less"),
-    Role("unrelated", optional=True, help="a meaningless response; the metrics then report how often the model "
-         "still prefers chosen over it (chosen_over_unrelated)"),
+    Role("prompt", turns=True, help="what the responses answer or continue (with a chat data.format, the user's "
+         "message, or a list of messages)"),
+    Role("chosen", turns=True, help="the preferred response"),
+    Role("rejected", turns=True, help="the response the model should come to prefer less"),
+    Role("unrelated", turns=True, optional=True, help="a meaningless response; the metrics then report how often the "
+         "model still prefers chosen over it (chosen_over_unrelated)"),
 )
 RESPONSES = ("chosen", "rejected", "unrelated")
 METRICS = frozenset({"loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected",

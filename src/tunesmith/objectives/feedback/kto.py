@@ -5,6 +5,9 @@ its implicit reward, beta * (log p - log p_ref) against the base as reference, a
 policy's KL divergence from the reference, which TRL takes from mismatched prompt/completion pairs within a batch
 (so a batch needs at least 2 examples, and the batches keep the data's seeded order).
 
+Rows may be texts or, with a chat data.format, conversational (TRL's format): `prompt` a list of messages,
+`completion` a list of assistant messages.
+
 Labels (data.columns.label): true/false, 1/0, or the words yes/no, good/bad, desirable/undesirable (any case).
 
 Metrics on the held-out rows, base and tuned alike. Rows have no partner, so they are compared across prompts,
@@ -26,6 +29,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from tunesmith.data.chat import text_of
 from tunesmith.data.roles import Role
 from tunesmith.objectives.feedback import checks
 from tunesmith.objectives.feedback import preference as pref
@@ -49,8 +53,9 @@ class KTOConfig(Section):
 
 
 ROLES = (
-    Role("prompt", help="what the completion answers or continues (with data.format: chat, the user's message)"),
-    Role("completion", help="one response, rated desirable or not"),
+    Role("prompt", turns=True, help="what the completion answers or continues (with a chat data.format, the user's "
+         "message, or a list of messages)"),
+    Role("completion", turns=True, help="one response, rated desirable or not"),
     Role("label", kind="label", help="whether the completion is desirable: true/false, 1/0, yes/no, good/bad, "
          "desirable/undesirable"),
 )
@@ -106,7 +111,7 @@ def _unknown_labels(cfg, ds, split: str) -> list[str]:
     rows = f"{len(bad)} row{'s hold' if len(bad) > 1 else ' holds'}"
     return [f"{d.source} ({split} split): column {d.column('label')!r} (label) says whether a completion is desirable, "
             f"and {rows} something else, the first {short_value(labels[bad[0]])} (prompt "
-            f"{short_value(prompts[bad[0]])}); use true/false, 1/0, yes/no, good/bad or desirable/undesirable"]
+            f"{short_value(text_of(prompts[bad[0]]))}); use true/false, 1/0, yes/no, good/bad or desirable/undesirable"]
 
 
 # Which kind of row each of TRL's evaluation metrics needs in the eval split (train.metric_for_best_model)

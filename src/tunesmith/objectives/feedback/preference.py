@@ -2,8 +2,10 @@
 scoring a response by its log-probability, the reference model, and the pieces of their metrics (their checks are
 in checks.py).
 
-Formatting. With data.format: chat the prompt is a user message (after data.system_prompt, if set) and a response
-is the assistant's message, both through the tokenizer's chat template; with data.format: text the prompt is
+Formatting. With a chat data.format (every one but text) the prompt is a user message (after data.system_prompt, if
+set) and a response is the assistant's message, both through the tokenizer's chat template; conversational rows (the
+format TRL documents: `prompt` a list of messages, `chosen`/`rejected`/`completion` lists of assistant messages,
+OpenAI {role, content} or ShareGPT {from, value}) are read as they are; with data.format: text the prompt is
 followed by a newline (sft's default layout, ``{prompt}\\n{response}``) and the response by the EOS token. TRL's
 DPOTrainer and KTOTrainer receive exactly these values and tokenize them themselves; ``split_ids`` tokenizes them
 the same way (the response starts where the tokenized prompt and prompt + response part), so that the metrics
@@ -26,6 +28,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from tunesmith.data.chat import is_chat, is_turns, messages_of, text_of
+from tunesmith.errors import TunesmithError
 from tunesmith.objectives.spec import Objective
 
 log = logging.getLogger("tunesmith")
@@ -36,17 +40,25 @@ REFERENCE_ADAPTER = "ref"  # the name TRL gives the frozen copy of an already-wr
 # Formatting and token ids
 
 
-def prompt_value(data_cfg, prompt: str):
-    """The prompt as TRL reads it: chat messages (system prompt, user turn), or the text and a newline."""
-    if data_cfg.format == "chat":
-        system = [{"role": "system", "content": data_cfg.system_prompt}] if data_cfg.system_prompt else []
-        return system + [{"role": "user", "content": str(prompt)}]
-    return f"{prompt}\n"
+def prompt_value(data_cfg, prompt):
+    """The prompt as TRL reads it: chat messages (system prompt, then the user turn, or the row's own messages when it
+    is conversational), or the text and a newline."""
+    if is_chat(data_cfg):
+        return messages_of(prompt, data_cfg, "user")
+    return f"{_text_only(prompt, 'prompt')}\n"
 
 
-def response_value(data_cfg, response: str):
-    """A response as TRL reads it: the assistant's message, or the text (TRL appends the EOS token to text)."""
-    return [{"role": "assistant", "content": str(response)}] if data_cfg.format == "chat" else str(response)
+def response_value(data_cfg, response):
+    """A response as TRL reads it: the assistant's messages (a text becomes one), or the text (TRL appends the EOS
+    token to text)."""
+    return messages_of(response, data_cfg, "assistant") if is_chat(data_cfg) else _text_only(response, "response")
+
+
+def _text_only(value, what: str) -> str:
+    if is_turns(value):
+        raise TunesmithError(f"data.format: 'text' reads a {what} as text, and this one is a list of chat messages "
+                             f"({text_of(value)[:60]!r}); set data.format: chat for conversational data")
+    return str(value)
 
 
 def _ids(tokenizer, value, generation_prompt: bool = False) -> list[int]:
@@ -56,12 +68,12 @@ def _ids(tokenizer, value, generation_prompt: bool = False) -> list[int]:
     return list(tokenizer(text=value)["input_ids"])
 
 
-def prompt_ids(tokenizer, data_cfg, prompt: str) -> list[int]:
+def prompt_ids(tokenizer, data_cfg, prompt) -> list[int]:
     """Token ids of a prompt as the model sees it before a response (probes and samples generate from here)."""
     return _ids(tokenizer, prompt_value(data_cfg, prompt), generation_prompt=True)
 
 
-def split_ids(tokenizer, data_cfg, prompt: str, responses: list[str]) -> tuple[list[int], list[list[int]]]:
+def split_ids(tokenizer, data_cfg, prompt, responses: list) -> tuple[list[int], list[list[int]]]:
     """(prompt ids, ids of each response), tokenized as TRL's DPO and KTO trainers do: the prompt alone and the prompt
     with each response; the responses start where the shortest common prefix ends (a chat template or a token that
     merges across the boundary can render the prompt differently with a response after it)."""
@@ -306,4 +318,4 @@ def samples(model, tokenizer, prompts: list[str], references: list[str], cfg) ->
     if not prompts:
         return []
     outputs = probe(model, tokenizer, prompts, cfg, {})
-    return [{"prompt": p, "reference": r, "generation": g} for p, r, g in zip(prompts, references, outputs)]
+    return [{"prompt": text_of(p), "reference": text_of(r), "generation": g} for p, r, g in zip(prompts, references, outputs)]

@@ -5,6 +5,8 @@
 - ratings (prompt, response, rating): a number -> mean squared error on the rating normalized to mean 0, std 1 over
   the training split (a regression whose scale does not depend on the rating scale); a thumbs up/down -> binary
   cross-entropy on the logit (the reward is the log-odds of a thumbs up). Both through a small transformers Trainer.
+With a chat data.format the rows may be conversational (TRL's format): the prompt a list of messages, each response
+a list of assistant messages; the whole conversation is rendered through the chat template and scored.
 
 Metrics (base with its untrained head vs tuned, on held-out rows): reward_accuracy (the share of pairs whose chosen
 response scores above the rejected one), reward_margin (mean reward chosen - rejected) and the pair loss; Pearson and
@@ -19,6 +21,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from tunesmith.data.chat import is_chat, is_turns, text_of
 from tunesmith.data.roles import Role, check_columns, no_packing
 from tunesmith.errors import TunesmithError
 from tunesmith.objectives.feedback import reward_data
@@ -53,11 +56,11 @@ class RewardModelConfig(Section):
 
 
 ROLES = (
-    Role("prompt", help="optional: what both responses answer (read when the data has the column, or data.columns names it)"),
-    Role("chosen", help="pairs: the preferred response"),
-    Role("rejected", help="pairs: the other response"),
+    Role("prompt", turns=True, help="optional: what both responses answer (read when the data has the column, or data.columns names it)"),
+    Role("chosen", turns=True, help="pairs: the preferred response"),
+    Role("rejected", turns=True, help="pairs: the other response"),
     Role("margin", kind="number", help="pairs, optional: how much better chosen is (a number; read when present)"),
-    Role("response", help="ratings: the rated response"),
+    Role("response", turns=True, help="ratings: the rated response"),
     Role("rating", kind="number", help="ratings: a number (stars, a score), or one of two thumbs values"),
 )
 METRICS = frozenset({"reward_accuracy", "reward_margin", "pearson", "spearman", "accuracy", "loss"})
@@ -122,17 +125,20 @@ def rewards(model, tokenizer, rows: list[dict], batch_size: int = 32) -> list[fl
 
 
 def score(model, tokenizer, rows: list[dict], cfg, task) -> list[float]:
-    """The reward of each {"prompt": str or None, "response": str} row. A model trained without prompts scores the
+    """The reward of each {"prompt": str or None, "response": str} row (with a chat data.format, either may also be
+    a list of chat messages). A model trained without prompts scores the
     response alone (a row's prompt is not read; put the whole text in "response" to score it)."""
     encodings = []
     for i, row in enumerate(rows):
         response = row.get("response") if isinstance(row, dict) else None
         prompt = row.get("prompt") if isinstance(row, dict) else None
-        if not isinstance(response, str) or not response.strip():
+        chat = is_chat(cfg.data)  # conversational rows: the prompt and the response may be lists of messages
+        if not (isinstance(response, str) or chat and is_turns(response)) or not text_of(response).strip():
             raise TunesmithError(f"score: row {i + 1} has no response text ({str(row)[:80]}); each row is "
                                  '{"prompt": "..." (optional), "response": "..."}')
-        if prompt is not None and not isinstance(prompt, str):
-            raise TunesmithError(f"score: row {i + 1}: prompt must be a string or None, found {type(prompt).__name__}")
+        if prompt is not None and not (isinstance(prompt, str) or chat and is_turns(prompt)):
+            raise TunesmithError(f"score: row {i + 1}: prompt must be a string or None"
+                                 f"{' (or a list of chat messages)' if chat else ''}, found {type(prompt).__name__}")
         encodings.append(reward_data.encode(tokenizer, cfg.data, prompt if task.get("prompt") else None, response))
     return rewards(model, tokenizer, _model_rows(encodings), cfg.train.per_device_eval_batch_size)
 

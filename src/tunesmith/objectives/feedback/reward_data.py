@@ -6,13 +6,15 @@
   thumbs up/down value (two distinct values: 0/1, true/false, up/down, or two words with objective.positive).
 
 A prompt and a response are joined as the base model reads two texts: a tokenizer with a separator token (BERT and
-its kin) reads them as a text pair, `tokenizer(prompt, response)`; with data.format: chat they become a user and an
-assistant message through the chat template; otherwise `prompt + "\\n" + response` plus the EOS token (a decoder
+its kin) reads them as a text pair, `tokenizer(prompt, response)`; with a chat data.format (every one but text) they
+become a user and an assistant message through the chat template, or, in conversational data, the prompt's messages
+and the response's assistant messages as they are; otherwise `prompt + "\\n" + response` plus the EOS token (a decoder
 scores its last token, so the EOS marks where the response ends, as TRL does).
 """
 
 from __future__ import annotations
 
+from tunesmith.data.chat import is_chat, is_turns, messages_of, text_of
 from tunesmith.data.tokenize import truncate
 from tunesmith.errors import TunesmithError
 from tunesmith.objectives.feedback import checks, ratings
@@ -74,6 +76,8 @@ def check(cfg, dd, tokenizer) -> list[str]:
     problems += checks.chat_template_problem(cfg, tokenizer)
     for split, ds in dd.items():
         where = f"{d.source} ({split} split)"
+        problems += checks.conversation_problems(cfg, ds, split, {r: c for r, c in used.items()
+                                                                  if r in ("prompt", "chosen", "rejected", "response")})
         for role in ("chosen", "rejected", "response"):
             if role in used:
                 problems += _empty_texts(ds, used[role], role, where)
@@ -105,7 +109,7 @@ def _first(rows: list[int], values: list) -> str:
 
 def _empty_texts(ds, column: str, role: str, where: str) -> list[str]:
     texts = ds[column][:]
-    empty = [i for i, t in enumerate(texts) if isinstance(t, str) and not t.strip()]
+    empty = [i for i, t in enumerate(texts) if (isinstance(t, str) or is_turns(t)) and not text_of(t).strip()]
     if not empty:
         return []
     other = next((c for c in ds.column_names if c != column and isinstance(ds[empty[0]][c], str) and ds[empty[0]][c].strip()), None)
@@ -116,10 +120,11 @@ def _empty_texts(ds, column: str, role: str, where: str) -> list[str]:
 
 def _same_pairs(ds, chosen: str, rejected: str, where: str) -> list[str]:
     a, b = ds[chosen][:], ds[rejected][:]
-    same = [i for i, (x, y) in enumerate(zip(a, b)) if isinstance(x, str) and x.strip() == (y or "").strip()]
+    same = [i for i, (x, y) in enumerate(zip(a, b)) if (isinstance(x, str) or is_turns(x))
+            and text_of(x).strip() == text_of(y).strip()]
     if not same:
         return []
-    return [f"{where}: chosen ({chosen!r}) and rejected ({rejected!r}) are the same text on {_first(same, a)}; such a "
+    return [f"{where}: chosen ({chosen!r}) and rejected ({rejected!r}) are the same text on {_first(same, [text_of(x) for x in a])}; such a "
             "pair teaches nothing (the loss cannot separate them): remove those rows or fix the data"]
 
 
@@ -174,13 +179,17 @@ def target(value, task: dict) -> float:
 
 def uses_text_pair(tokenizer, data_cfg) -> bool:
     """BERT-style tokenizers (with a separator token) read prompt and response as a text pair."""
-    return data_cfg.format != "chat" and tokenizer.sep_token is not None
+    return not is_chat(data_cfg) and tokenizer.sep_token is not None
 
 
-def encode(tokenizer, data_cfg, prompt: str | None, response: str) -> dict:
+def encode(tokenizer, data_cfg, prompt, response) -> dict:
     """input_ids (and token_type_ids where the tokenizer makes them) of a prompt and a response, cut to
-    data.max_length on data.truncation_side; full_length: the tokens before the cut."""
+    data.max_length on data.truncation_side; full_length: the tokens before the cut. With a chat data.format the
+    prompt and the response may be lists of messages (conversational data); with text they are texts."""
     prompt = prompt or None
+    if not is_chat(data_cfg) and (is_turns(prompt) or is_turns(response)):
+        raise TunesmithError(f"data.format: 'text' reads prompts and responses as text, and this row holds chat "
+                             f"messages ({text_of(response)[:60]!r}); set data.format: chat for conversational data")
     max_length = data_cfg.max_length
     tokenizer.truncation_side = data_cfg.truncation_side
     if uses_text_pair(tokenizer, data_cfg):
@@ -191,10 +200,10 @@ def encode(tokenizer, data_cfg, prompt: str | None, response: str) -> dict:
         if "token_type_ids" in enc:
             out["token_type_ids"] = list(enc["token_type_ids"])
         return out
-    if data_cfg.format == "chat":
+    if is_chat(data_cfg):
         system = [{"role": "system", "content": data_cfg.system_prompt}] if data_cfg.system_prompt else []
-        user = [{"role": "user", "content": prompt}] if prompt is not None else []
-        ids = list(tokenizer.apply_chat_template(system + user + [{"role": "assistant", "content": response}],
+        user = messages_of(prompt, data_cfg, "user") if prompt is not None else system
+        ids = list(tokenizer.apply_chat_template(user + messages_of(response, data_cfg, "assistant"),
                                                  return_dict=False))
     else:
         ids = tokenizer(response if prompt is None else f"{prompt}\n{response}")["input_ids"]

@@ -23,6 +23,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from tunesmith.data.chat import is_chat
 from tunesmith.data.roles import Role, check_columns, no_packing
 from tunesmith.data.templates import fields, render
 from tunesmith.objectives.feedback import checks, rewards
@@ -156,7 +157,7 @@ def prompt_ids(tokenizer, text: str, cfg) -> list[int]:
     """Token ids the policy reads, as TRL's trainers tokenize them (chat: the template with the generation prompt)."""
     from tunesmith.generation import chat_prompt
 
-    if cfg.data.format == "chat":
+    if is_chat(cfg.data):
         return chat_prompt(tokenizer, messages(text, cfg))
     return tokenizer(text)["input_ids"]
 
@@ -266,7 +267,7 @@ def build_trainer(model, tokenizer, prep, cfg, run_dir, callbacks):
         **({} if t.gradient_checkpointing else {"gradient_checkpointing": False}),  # TRL's default is on
     )
     args.include_num_input_tokens_seen = "no"  # TRL counts prompt and completion tokens itself
-    train = datasets.Dataset.from_dict({"prompt": [messages(x, cfg) if cfg.data.format == "chat" else x for x in texts],
+    train = datasets.Dataset.from_dict({"prompt": [messages(x, cfg) if is_chat(cfg.data) else x for x in texts],
                                         "prompt_text": texts})
     return _without_reference_adapter(base)(
         model=model, reward_funcs=[_trl_reward(s) for s in reward.sources], args=args, train_dataset=train,
