@@ -158,9 +158,11 @@ def test_lm_eval_style_scoring_equals_tunesmith_bench(server, served, tiny_llama
             scores.append(sum(kept[:-1] if max_tokens else kept))
     pairs = [(r["context"], f" {c}") for r in rows for c in r["choices"]]
     assert scores == pytest.approx(bm.loglikelihoods(served.model, served.tokenizer, pairs), abs=1e-4)
-    correct, at = 0, 0
-    for row in rows:
+    correct, normed, at = 0, 0, 0
+    for row in rows:  # lm-eval's acc and acc_norm (per character of the choice)
         mine = scores[at : at + len(row["choices"])]
+        norm = [v / len(c) for v, c in zip(mine, row["choices"])]
         correct += max(range(len(mine)), key=mine.__getitem__) == row["gold"]
+        normed += max(range(len(norm)), key=norm.__getitem__) == row["gold"]
         at += len(row["choices"])
-    assert correct / len(rows) == bench["acc"] and bench["n"] == len(rows)
+    assert (correct / len(rows), normed / len(rows)) == (bench["acc"], bench["acc_norm"]) and bench["n"] == len(rows)
