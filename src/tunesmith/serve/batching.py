@@ -131,14 +131,16 @@ class Job:
 
 
 class Batcher:
-    """The queue and thread of one loaded model; `run(jobs, chunk)` does the work of one batch (decode.run_jobs)."""
+    """The queue and thread of one loaded model; `run(jobs, chunk)` does the work of one batch (decode.run_jobs) and
+    returns how many decoding steps it took."""
 
     def __init__(self, name: str, run: Callable[[list[Job], int], None], config: Batching | None = None):
         self.name, self.run, self.config = name, run, config or Batching()
         self.queue: deque[Job] = deque()
         self.cond = threading.Condition()
         self.closed = False
-        self.history: deque[tuple[int, int, float]] = deque(maxlen=200)  # (jobs, rows, seconds) of recent batches
+        self.running: list[Job] = []  # the jobs of the batch at work now
+        self.history: deque[tuple[int, int, int, float]] = deque(maxlen=200)  # recent batches: (jobs, rows, steps, s)
         self.thread = threading.Thread(target=self._loop, daemon=True, name=f"serve-batch-{name}")
         self.thread.start()
 
@@ -155,7 +157,7 @@ class Batcher:
     def retry_after(self) -> int:
         """Seconds until the queue has likely moved: recent batch time x the batches queued ahead, at least 1."""
         recent = list(self.history)[-20:]
-        per_batch = sum(s for _, _, s in recent) / len(recent) if recent else 1.0
+        per_batch = sum(s for *_, s in recent) / len(recent) if recent else 1.0
         batches = math.ceil(sum(len(j.rows) for j in self.queue) / self.config.max_batch)
         return max(1, math.ceil(per_batch * max(batches, 1)))
 
@@ -170,17 +172,19 @@ class Batcher:
         while (jobs := self._gather()) is not None:
             if not jobs:
                 continue
-            start, rows = time.monotonic(), sum(len(j.rows) for j in jobs)
+            start, rows, steps = time.monotonic(), sum(len(j.rows) for j in jobs), 0
+            self.running = jobs
             try:
-                self.run(jobs, max(self.config.max_batch, 8))
+                steps = self.run(jobs, max(self.config.max_batch, 8)) or 0
             except BaseException as err:  # noqa: BLE001 (answered to each waiting client)
                 for job in jobs:
                     job.fail(err)
             finally:
+                self.running = []
                 for job in jobs:
                     if not job.future.done():
                         job.fail(RuntimeError("the batch ended without answering this request"))
-                self.history.append((len(jobs), rows, time.monotonic() - start))
+                self.history.append((len(jobs), rows, steps, time.monotonic() - start))
 
     def _gather(self) -> list[Job] | None:
         """Wait for a job; if the batch is not full yet, give others `batch_window_ms` to arrive; take the batch."""

@@ -28,26 +28,28 @@ class Completed(Completion):
     logprobs: list | None = None
 
 
-def run_jobs(jobs, chunk: int) -> None:
-    """Run one batch: a "score" job alone, else every row of `jobs` (which share a batch key) in batches of `chunk`."""
+def run_jobs(jobs, chunk: int) -> int:
+    """Run one batch: a "score" job alone, else every row of `jobs` (which share a batch key) in batches of `chunk`;
+    returns the decoding steps taken (the longest row's tokens)."""
     served = jobs[0].served
     if jobs[0].kind == "score":
         with served.active():
             for i, entries in enumerate(prompt_logprobs(served.model, served.tokenizer, [r.ids for r in jobs[0].rows],
                                                         jobs[0].rows[0].logprobs or 0)):
                 jobs[0].done(i, entries)
-        return
+        return 0
     rows = [r for job in jobs for r in job.rows]
-    mixed = getattr(served, "batch_key", None) == "lora"
+    mixed, steps = getattr(served, "batch_key", None) == "lora", 0
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
         if mixed:
             names = [r.job.served.adapter or BASE for r in part]
             with model_lock(served.model):
-                generate_rows(served.model, served.tokenizer, part, adapter_names=names)
+                steps += generate_rows(served.model, served.tokenizer, part, adapter_names=names)
         else:
             with served.active() if hasattr(served, "active") else nullcontext():
-                generate_rows(served.model, served.tokenizer, part)
+                steps += generate_rows(served.model, served.tokenizer, part)
+    return steps
 
 
 class _Steps:
@@ -121,8 +123,9 @@ def _entry(logp, token: int, k: int | None) -> tuple:
     return token, float(logp[token]), top
 
 
-def generate_rows(model, tokenizer, rows, adapter_names: list[str] | None = None) -> None:
-    """Generate `rows` together (left-padded, with an attention mask); each row's job hears of it as it ends."""
+def generate_rows(model, tokenizer, rows, adapter_names: list[str] | None = None) -> int:
+    """Generate `rows` together (left-padded, with an attention mask); each row's job hears of it as it ends.
+    Returns the decoding steps taken."""
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -145,6 +148,7 @@ def generate_rows(model, tokenizer, rows, adapter_names: list[str] | None = None
         if not steps.done[r]:
             text, _ = _text(tokenizer, steps.tokens[r], row.stop)
             row.job.done(row.index, Completed(row.prompt, row.sample, text, steps.tokens[r], "length", steps.entries[r]))
+    return max(len(t) for t in steps.tokens)
 
 
 def prompt_logprobs(model, tokenizer, prompts: list[list[int]], k: int, batch_size: int = 8) -> list[list[tuple]]:
