@@ -155,6 +155,7 @@ def test_max_batch_one_runs_one_request_at_a_time(serve):
     c = client(url)
     alone = [chat(c, m, PROMPTS[0]).choices[0].message.content for m in NAMES]
     assert together([lambda m=m: chat(c, m, PROMPTS[0]).choices[0].message.content for m in NAMES]) == alone
+    wait_for(lambda: len(registry.get("ada").batcher.history) == 6)  # recorded just after the answers
     assert [jobs for jobs, *_ in registry.get("ada").batcher.history] == [1] * 6
 
 
@@ -192,7 +193,7 @@ def test_a_request_past_the_timeout_is_a_504_and_is_dropped(serve, lora):
         started = time.time()
         answer = httpx.post(url + "/v1/chat/completions", timeout=60, json={
             "model": "ada", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
-        assert answer.status_code == 504 and time.time() - started < 5
+        assert answer.status_code == 504 and time.time() - started < 30  # while the model is still held
         assert answer.json()["error"]["code"] == "timeout" and "--request-timeout" in answer.json()["error"]["message"]
         events = httpx.post(url + "/v1/completions", timeout=60, json={
             "model": "bob", "prompt": "Hi", "max_tokens": 2, "stream": True}).text

@@ -148,6 +148,8 @@ class Batcher:
         with self.cond:
             if self.closed:
                 raise RuntimeError(f"the server is shutting down; {self.name!r} takes no new requests")
+            for gone in [j for j in self.queue if j.cancelled.is_set()]:  # given up on: they hold no place
+                self._drop(gone)
             if len(self.queue) >= self.config.max_queue:
                 raise QueueFull(len(self.queue), self.retry_after())
             self.queue.append(job)
@@ -201,11 +203,18 @@ class Batcher:
                 self.cond.wait(left)
             return self._take()
 
+    def _drop(self, job: Job) -> None:
+        """A job its client gave up on leaves the queue unanswered."""
+        self.queue.remove(job)
+        job.future.cancel()
+
     def _take(self) -> list[Job]:
         """The head job, then (FIFO) every later job that shares its batch key and fits `max_batch` rows."""
-        first = self.queue.popleft()
+        first = self.queue[0]
         if first.cancelled.is_set():
+            self._drop(first)
             return []
+        self.queue.popleft()
         taken, rows = [first], len(first.rows)
         if first.kind != "generate":
             return taken
@@ -213,7 +222,7 @@ class Batcher:
             if rows >= self.config.max_batch:
                 break
             if job.cancelled.is_set():
-                self.queue.remove(job)
+                self._drop(job)
             elif job.kind == "generate" and job.key == first.key and rows + len(job.rows) <= self.config.max_batch:
                 self.queue.remove(job)
                 taken.append(job)
