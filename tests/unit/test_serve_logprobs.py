@@ -110,6 +110,9 @@ def test_streamed_logprobs_come_with_each_choices_last_chunk(client, served):
     last = [c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason][0]
     assert last.logprobs.token_logprobs == pytest.approx(whole.choices[0].logprobs.token_logprobs, abs=1e-6)
     assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+    echoed = client.completions.create(model=served.name, prompt="Once upon", max_tokens=5, temperature=0, echo=True,
+                                       stream=True)
+    assert "".join(c.choices[0].text for c in echoed if c.choices) == "Once upon" + whole.choices[0].text
 
 
 # --- lm-eval's local-completions, reproduced -------------------------------------------------------------------------
