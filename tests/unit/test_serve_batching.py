@@ -214,3 +214,41 @@ def test_batching_options_are_checked_and_come_from_the_cli(monkeypatch):
     assert calls[0]["batching"] == Batching(4, 5, 3, 9)
     result = CliRunner().invoke(cli_app, ["serve", "--model", "m", "--max-batch", "0"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_ia3_and_dora_adapters_batch_per_adapter(tiny_llama):
+    """PEFT mixes LoRA adapters only (no DoRA) in one batch: IA3 requests share a batch only with requests for the
+    same adapter, switched on for the batch, and still answer as alone."""
+    import torch
+    from peft import IA3Config, LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunesmith.serve.registry import Registry, Served, _batchers, _mixable
+
+    dora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(r=2, use_dora=True))
+    assert not _mixable(dora)
+    torch.manual_seed(0)
+    config = {"target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"]}
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), IA3Config(**config), adapter_name="xa")
+    model.add_adapter("xb", IA3Config(**config))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ia3_l" in name:  # scales far from 1, so that each adapter answers its own way
+                p.copy_(torch.randn_like(p) * 8)
+    assert not _mixable(model)
+    tok, worker = AutoTokenizer.from_pretrained(tiny_llama), ThreadPoolExecutor(max_workers=1)
+    served = [Served("xa", "adapter", model.eval(), tok, worker, adapter="xa", parent="base"),
+              Served("xb", "adapter", model, tok, worker, adapter="xb", parent="base"), Served("base", "base", model, tok, worker)]
+    _batchers(served, Batching(max_batch=8, batch_window_ms=1000))
+    registry = Registry(served)
+    try:
+        with background(create_app(registry)) as (url, _):
+            c = client(url)
+            alone = [chat(c, m, PROMPTS[0]).choices[0].message.content for m in ("xa", "xb", "base")]
+            assert len(set(alone)) == 3
+            calls = [lambda m=m: chat(c, m, PROMPTS[0]).choices[0].message.content for m in ("xa", "xb", "base", "xa")]
+            assert together(calls) == alone + alone[:1]
+            wait_for(lambda: sum(jobs for jobs, *_ in registry.get("xa").batcher.history) == 7)
+            assert sorted(jobs for jobs, *_ in list(registry.get("xa").batcher.history)[3:]) == [1, 1, 2]
+    finally:
+        registry.close()
