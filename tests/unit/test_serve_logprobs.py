@@ -103,13 +103,24 @@ def test_logprob_options_that_make_no_sense_are_400s(server, served):
     assert got.status_code == 400 and got.json()["error"]["param"] == "stream"
 
 
-def test_streamed_logprobs_come_with_each_choices_last_chunk(client, served):
+def test_streamed_logprobs_come_with_their_text(client, served):
     whole = client.completions.create(model=served.name, prompt="Once upon", max_tokens=5, temperature=0, logprobs=1)
-    chunks = list(client.completions.create(model=served.name, prompt="Once upon", max_tokens=5, temperature=0,
-                                            logprobs=1, stream=True))
-    last = [c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason][0]
-    assert last.logprobs.token_logprobs == pytest.approx(whole.choices[0].logprobs.token_logprobs, abs=1e-6)
-    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+    chunks = [c.choices[0] for c in client.completions.create(model=served.name, prompt="Once upon", max_tokens=5,
+                                                              temperature=0, logprobs=1, stream=True) if c.choices]
+    assert "".join(c.text for c in chunks) == whole.choices[0].text
+    streamed = [v for c in chunks if c.logprobs for v in c.logprobs.token_logprobs]
+    assert streamed == pytest.approx(whole.choices[0].logprobs.token_logprobs, abs=1e-6)
+    assert [o for c in chunks if c.logprobs for o in c.logprobs.text_offset] == whole.choices[0].logprobs.text_offset
+    assert sum(bool(c.logprobs and c.logprobs.tokens) for c in chunks) > 1  # not all in the last chunk
+    messages = [{"role": "user", "content": "Hi"}]
+    alone = client.chat.completions.create(model=served.name, messages=messages, max_tokens=5, temperature=0,
+                                           logprobs=True, top_logprobs=2)
+    pieces = [c.choices[0] for c in client.chat.completions.create(model=served.name, messages=messages, max_tokens=5,
+                                                                   temperature=0, logprobs=True, top_logprobs=2,
+                                                                   stream=True) if c.choices]
+    tokens = [t for c in pieces if c.logprobs for t in c.logprobs.content]
+    assert [(t.token, t.logprob) for t in tokens] == [(t.token, pytest.approx(t.logprob, abs=1e-6))
+                                                      for t in alone.choices[0].logprobs.content]
     echoed = client.completions.create(model=served.name, prompt="Once upon", max_tokens=5, temperature=0, echo=True,
                                        stream=True)
     assert "".join(c.choices[0].text for c in echoed if c.choices) == "Once upon" + whole.choices[0].text

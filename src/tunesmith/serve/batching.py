@@ -81,10 +81,12 @@ class Row:
 
 
 class Job:
-    """One request's work: "generate" rows, or "score" (log-probabilities of the prompts' own tokens, for echo)."""
+    """One request's work: "generate" rows, or "score" (log-probabilities of the prompts' own tokens, for echo).
+    `on_text(index, text, entries)` streams: a row's new settled text, with the log-probability entries of the
+    tokens generated since its last piece (None when not asked for)."""
 
     def __init__(self, served, rows: list[Row], kind: str = "generate",
-                 on_text: Callable[[int, str], None] | None = None):
+                 on_text: Callable[[int, str, list | None], None] | None = None):
         self.served, self.rows, self.kind, self.on_text = served, rows, kind, on_text
         for row in rows:
             row.job = self

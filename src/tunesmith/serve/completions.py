@@ -169,8 +169,8 @@ def _sse(events) -> StreamingResponse:
 
 
 def _streaming(served: Served, job: Job):
-    """Queue a streaming job (a full queue is a 429 before the response starts); yields (index, text) pieces as its
-    rows generate them, then the list of Completions. A client that goes away, or --request-timeout, cancels it."""
+    """Queue a streaming job (a full queue is a 429 before the response starts); yields (index, text, logprob entries
+    or None) pieces as its rows generate them, then the list of Completions. A client that goes away, or --request-timeout, cancels it."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
 
@@ -180,7 +180,7 @@ def _streaming(served: Served, job: Job):
         except RuntimeError:  # the event loop has closed (a forced shutdown)
             job.cancel()
 
-    job.on_text = lambda index, text: put((index, text))
+    job.on_text = lambda index, text, entries: put((index, text, entries))
     _submit(served, job)
     job.future.add_done_callback(lambda _: put(None))
     limit = served.batcher.config.timeout
@@ -204,15 +204,21 @@ def _streaming(served: Served, job: Job):
 
 
 async def _chat_events(served, rid, req, ids, stream):
+    """A chunk per piece of text, with the logprobs of its tokens; the tokens not shown yet (those of a stop string,
+    or EOS) come with the choice's last chunk."""
+    sent = [0] * req.n
     for i in range(req.n):
         yield shapes.chat_chunk(rid, served.name, i, {"role": "assistant", "content": ""})
     try:
         async for item in stream:
             if isinstance(item, tuple):
-                yield shapes.chat_chunk(rid, served.name, item[0], {"content": item[1]})
+                index, text, entries = item
+                sent[index] += len(entries or [])
+                shown = lp.chat_logprobs(served.tokenizer, entries) if entries is not None else None
+                yield shapes.chat_chunk(rid, served.name, index, {"content": text}, logprobs=shown)
                 continue
             for i, c in enumerate(item):
-                shown = lp.chat_logprobs(served.tokenizer, c.logprobs) if c.logprobs is not None else None
+                shown = lp.chat_logprobs(served.tokenizer, c.logprobs[sent[i]:]) if c.logprobs is not None else None
                 yield shapes.chat_chunk(rid, served.name, i, {}, c.finish_reason, logprobs=shown)
             if req.include_usage:
                 yield shapes.chat_chunk(rid, served.name, usage_=shapes.usage([len(ids)], item))
@@ -221,17 +227,24 @@ async def _chat_events(served, rid, req, ids, stream):
 
 
 async def _completion_events(served, rid, req, prompts, texts, job, stream):
+    """As _chat_events; with echo, each choice's prompt first. text_offset counts from the choice's first chunk."""
+    sent, at = [0] * len(job.rows), [0] * len(job.rows)
     if req.echo:
         for c in job.rows:
-            yield shapes.completion_chunk(rid, served.name, c.index, texts[c.prompt] if isinstance(texts[c.prompt], str)
-                                          else served.tokenizer.decode(prompts[c.prompt]))
+            head = texts[c.prompt] if isinstance(texts[c.prompt], str) else served.tokenizer.decode(prompts[c.prompt])
+            at[c.index] = len(head)
+            yield shapes.completion_chunk(rid, served.name, c.index, head)
     try:
         async for item in stream:
             if isinstance(item, tuple):
-                yield shapes.completion_chunk(rid, served.name, item[0], item[1])
+                index, text, entries = item
+                shown = lp.completion_logprobs(served.tokenizer, entries, at[index]) if entries is not None else None
+                sent[index], at[index] = sent[index] + len(entries or []), at[index] + len(text)
+                yield shapes.completion_chunk(rid, served.name, index, text, logprobs=shown)
                 continue
             for i, c in enumerate(item):
-                shown = lp.completion_logprobs(served.tokenizer, c.logprobs) if c.logprobs is not None else None
+                rest = c.logprobs[sent[i]:] if c.logprobs is not None else None
+                shown = lp.completion_logprobs(served.tokenizer, rest, at[i]) if rest is not None else None
                 yield shapes.completion_chunk(rid, served.name, i, "", c.finish_reason, logprobs=shown)
             if req.include_usage:
                 yield shapes.completion_chunk(rid, served.name, usage_=shapes.usage([len(p) for p in prompts], item))

@@ -67,7 +67,7 @@ class _Steps:
         self.logp = None
         self.tokens: list[list[int]] = [[] for _ in rows]
         self.entries = [[] if r.logprobs is not None else None for r in rows]
-        self.sent, self.done = [0] * len(rows), [False] * len(rows)
+        self.sent, self.shown, self.done = [0] * len(rows), [0] * len(rows), [False] * len(rows)
 
     def process(self, input_ids, scores):
         import torch
@@ -107,7 +107,10 @@ class _Steps:
         if job.on_text is not None and not job.cancelled.is_set():
             settled = len(text) if finished else len(text) - _held_back(text, row.stop)
             if settled > self.sent[r]:
-                job.on_text(row.index, text[self.sent[r] : settled])
+                entries = self.entries[r]
+                if entries is not None:
+                    entries, self.shown[r] = entries[self.shown[r] :], len(entries)
+                job.on_text(row.index, text[self.sent[r] : settled], entries)
                 self.sent[r] = settled
         if finished:
             self.done[r] = True
