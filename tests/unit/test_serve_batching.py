@@ -103,6 +103,7 @@ def test_mixed_adapters_in_one_batch_answer_as_alone(serve):
     got = together([lambda m=m, p=p, o=o: [x.message.content for x in chat(c, m, p, **o).choices]
                     for m, p, o in REQUESTS])
     assert got == alone
+    wait_for(lambda: len(batcher.history) == 7)  # recorded just after the answers
     jobs, rows, steps, _ = batcher.history[-1]
     assert (jobs, rows) == (6, 7) and 8 <= steps <= 12  # one batch: 3 models, 7 sequences, as long as its longest
 
