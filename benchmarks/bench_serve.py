@@ -3,11 +3,20 @@ server, against one server process per model. Prints requests/s, generated token
 memory (RSS) of the server processes, and whether every answer equals the one the same request gets alone.
 
     .venv/bin/python benchmarks/bench_serve.py [--clients 16] [--requests 10] [--max-tokens 32] [--batching]
+    .venv/bin/python benchmarks/bench_serve.py --load 1,4,8,16 [--max-batch 16] [--llama-cpp MODEL.gguf] [--quick]
 
 The two runs (runs/bench-serve-a, runs/bench-serve-b) are trained first if missing: configs/chat-sft-lora.yaml for
 5 steps with seeds 0 and 1. Each client sends its requests one after another, alternating adapter a, adapter b and
 the base; greedy, so answers are comparable. `--batching` also measures, in this process, what batching 8 prompts
-in one generate call would buy over one at a time (the server queues instead). Figures are printed, never asserted.
+in one generate call would buy over one at a time.
+
+`--load LEVELS` measures instead, in one invocation, each concurrency level (clients at once, each sending
+--requests requests) against (a) the server before batching (`--max-batch 1`), (b) the server with batching
+(`--max-batch N`), and (c) with `--llama-cpp GGUF`, llama.cpp's OpenAI-compatible server (llama-cpp-python[server],
+`--n_threads` = this machine's cores) on a GGUF of the same tuned model; then prints the targets (tokens/s at 8
+clients over 1 client, p95 at 8 clients over the single-client latency, peak RSS batched over unbatched).
+`--model NAME` serves a plain model instead of the two runs; `--quick` is a smoke run (levels 1,2; 2 requests; 4
+tokens). Figures are printed, never asserted.
 """
 
 import argparse
@@ -74,10 +83,12 @@ def ask(url: str, model: str, prompt: str, max_tokens: int) -> tuple[str, int, f
     return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"], time.perf_counter() - start
 
 
-def load(urls: dict[str, str], clients: int, requests: int, max_tokens: int) -> dict:
-    """Each client sends `requests` requests in turn, cycling through the models; returns the measured figures."""
+def load(urls: dict[str, str], clients: int, requests: int, max_tokens: int, solo: dict | None = None) -> dict:
+    """Each client sends `requests` requests in turn, cycling through the models; returns the measured figures.
+    `solo`: each (model, prompt)'s answer alone (measured here, which also warms up, when not given)."""
     models = list(urls)
-    solo = {(m, p): ask(urls[m], m, p, max_tokens)[0] for m in models for p in PROMPTS}  # also warms up
+    if solo is None:
+        solo = {(m, p): ask(urls[m], m, p, max_tokens)[0] for m in models for p in PROMPTS}
     results, errors = [], []
 
     def client(i: int) -> None:
@@ -132,6 +143,82 @@ def batching(max_tokens: int) -> dict:
             "identical_answers": sum(a.token_ids == b.token_ids for a, b in zip(alone, together)), "of": len(prompts)}
 
 
+def load_levels(name: str, urls: dict[str, str], levels: list[int], requests: int, max_tokens: int, pid=None) -> dict:
+    """One server under each concurrency level in turn: {level: figures}, and its peak RSS when `pid` is known."""
+    models = list(urls)
+    solo = {(m, p): ask(urls[m], m, p, max_tokens)[0] for m in models for p in PROMPTS}  # also warms up
+    out = {}
+    for level in levels:
+        out[level] = f = load(urls, level, requests, max_tokens, solo)
+        print(f"  {name:22} {level:3d} clients: {f['rps']:6.2f} req/s {f['tokens_per_s']:8.1f} tok/s  p50 "
+              f"{f['p50_s']:6.2f} s  p95 {f['p95_s']:6.2f} s  errors {f['errors']}  = solo "
+              f"{'yes' if f['same_as_solo'] else 'NO'}", flush=True)
+    if pid is not None:
+        for f in out.values():
+            f["peak_rss_mb"] = rss_mb(pid)
+    return out
+
+
+def start_llama_cpp(gguf: Path, port: int) -> subprocess.Popen:
+    """llama.cpp's OpenAI-compatible server (llama-cpp-python[server]) on `gguf`, one thread per core."""
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
+                             "--n_threads", str(os.cpu_count()), "--n_ctx", "2048"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama_cpp.server exited with {proc.returncode} (pip install 'llama-cpp-python[server]')")
+    raise RuntimeError("llama_cpp.server did not start in 5 minutes")
+
+
+def under_load(args, served: list[str], names: list[str]) -> dict:
+    """--load: (a) --max-batch 1, (b) --max-batch N, (c) llama.cpp if asked; each at every level."""
+    levels = [int(x) for x in args.load.split(",")]
+    setups = {"before batching": ["--max-batch", "1"],
+              f"batching (max {args.max_batch})": ["--max-batch", str(args.max_batch), "--max-queue", "1024"]}
+    figures = {}
+    for setup, flags in setups.items():
+        proc = start_server([*served, *flags], args.port)
+        url = f"http://127.0.0.1:{args.port}"
+        try:
+            figures[setup] = load_levels(setup, {n: url for n in names}, levels, args.requests, args.max_tokens, proc.pid)
+        finally:
+            stop([proc])
+    if args.llama_cpp:
+        proc = start_llama_cpp(args.llama_cpp, args.port + 10)
+        try:
+            url = f"http://127.0.0.1:{args.port + 10}"
+            figures["llama.cpp"] = load_levels("llama.cpp", {args.llama_cpp.stem: url}, levels, args.requests,
+                                               args.max_tokens, proc.pid)
+        finally:
+            stop([proc])
+    print_levels(figures, levels)
+    return figures
+
+
+def print_levels(figures: dict, levels: list[int]) -> None:
+    print(f"\n{'setup':24} {'clients':>7} {'req/s':>6} {'gen tok/s':>9} {'p50 s':>6} {'p95 s':>6} {'peak RSS MB':>11} {'= solo':>6}")
+    for setup, by_level in figures.items():
+        for level, f in by_level.items():
+            print(f"{setup:24} {level:7d} {f['rps']:6.2f} {f['tokens_per_s']:9.1f} {f['p50_s']:6.2f} {f['p95_s']:6.2f} "
+                  f"{f.get('peak_rss_mb', float('nan')):11,.0f} {'yes' if f['same_as_solo'] else 'NO':>6}")
+    batched = next((v for k, v in figures.items() if k.startswith("batching")), None)
+    before = figures.get("before batching")
+    if batched and 1 in batched and 8 in batched:
+        print(f"batching: tok/s at 8 clients / 1 client = {batched[8]['tokens_per_s'] / batched[1]['tokens_per_s']:.2f}x "
+              f"(target >= 4x); p95 at 8 clients / latency at 1 = {batched[8]['p95_s'] / batched[1]['p50_s']:.2f}x "
+              "(target <= 3x)")
+    if batched and before:
+        first = next(iter(batched))
+        print(f"peak RSS batched / unbatched: {batched[first]['peak_rss_mb'] / before[first]['peak_rss_mb']:.3f} "
+              "(target <= 1.10)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=16)
@@ -142,7 +229,27 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, nargs=2, help="two chat-sft LoRA runs of smollm2-135m-instruct to serve "
                         "(default: runs/bench-serve-a and -b, trained if missing)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--load", help="concurrency levels, e.g. 1,4,8,16: the server before and after batching")
+    parser.add_argument("--max-batch", type=int, default=16, help="--max-batch of the batching server (--load)")
+    parser.add_argument("--llama-cpp", type=Path, help="a GGUF of the same tuned model: llama.cpp's server as a peer (--load)")
+    parser.add_argument("--model", help="serve this plain model (catalog name, folder) instead of the two runs (--load)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: --load 1,2, 2 requests, 4 tokens")
     args = parser.parse_args()
+    if args.quick:
+        args.load, args.requests, args.max_tokens = args.load or "1,2", 2, 4
+    if args.load:
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}; "
+              f"levels {args.load}, {args.requests} requests per client, max_tokens {args.max_tokens}, greedy")
+        if args.model:
+            served, names = ["--model", args.model], [Path(args.model).name if Path(args.model).is_dir() else args.model]
+        else:
+            a, b = args.runs or ensure_runs()
+            served, names = [str(a), str(b)], [a.name, b.name, BASE]
+        figures = under_load(args, served, names)
+        if args.json:
+            args.json.write_text(json.dumps({k: {str(lv): {x: y for x, y in f.items() if x != "answers"}
+                                                 for lv, f in v.items()} for k, v in figures.items()}, indent=2) + "\n")
+        return
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}; "
           f"{args.clients} clients x {args.requests} requests, max_tokens {args.max_tokens}, greedy")
     a, b = args.runs or ensure_runs()

@@ -214,8 +214,8 @@ def test_errors_in_openai_shape(client, server, registry):
         chat(client, "chat-a", "Hi", extra_body={"temprature": 0.5})
     assert err.value.body["message"] == "Unrecognized request argument supplied: temprature"
     with pytest.raises(openai.BadRequestError) as err:
-        chat(client, "chat-a", "Hi", logprobs=True)
-    assert err.value.body["param"] == "logprobs"
+        chat(client, "chat-a", "Hi", frequency_penalty=0.5)  # logprobs is served now (test_serve_logprobs.py)
+    assert err.value.body["param"] == "frequency_penalty"
     with pytest.raises(openai.BadRequestError) as err:  # the tiny Llama's context is 256 tokens
         chat(client, "chat-a", "word " * 300)
     assert err.value.body["code"] == "context_length_exceeded" and "maximum context length is 256" in err.value.body["message"]

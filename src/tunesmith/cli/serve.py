@@ -10,6 +10,12 @@ import typer
 from rich.table import Table
 
 from tunesmith.cli.common import TRUST_HELP, app, call, console, err_console, start
+from tunesmith.serve.batching import (
+    DEFAULT_BATCH_WINDOW_MS,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_REQUEST_TIMEOUT,
+)
 from tunesmith.serve.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PROMPTS, DEFAULT_MAX_REQUEST_TOKENS
 
 
@@ -23,10 +29,15 @@ def serve(
     max_prompts: int = typer.Option(DEFAULT_MAX_PROMPTS, "--max-prompts", min=1, help="Most prompts in one /v1/completions request (and inputs in one /v1/classify or /v1/score request)."),
     max_body_bytes: int = typer.Option(DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1, help="Largest request body, in bytes."),
     max_request_tokens: int = typer.Option(DEFAULT_MAX_REQUEST_TOKENS, "--max-request-tokens", min=1, help="Most new tokens one request may ask for: prompts x n x max_tokens (a default max_tokens is cut to fit)."),
+    max_batch: int = typer.Option(DEFAULT_MAX_BATCH, "--max-batch", min=1, help="Most sequences generated together: requests that arrive while the model is busy share a batch (adapters of one LoRA base too). 1: one request at a time."),
+    batch_window_ms: float = typer.Option(DEFAULT_BATCH_WINDOW_MS, "--batch-window-ms", min=0, help="How long a request that finds its model idle waits for others to batch with, in milliseconds."),
+    max_queue: int = typer.Option(DEFAULT_MAX_QUEUE, "--max-queue", min=1, help="Most requests waiting per model; one more is answered 429 with Retry-After."),
+    request_timeout: float = typer.Option(DEFAULT_REQUEST_TIMEOUT, "--request-timeout", min=0, help="Seconds a request may take from arrival to answer (else 504, and its generation stops); 0: no limit."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Serve runs over an OpenAI-compatible API: each base loaded once, its adapters picked per request by `model`."""
+    from tunesmith.serve.batching import Batching
     from tunesmith.serve.limits import Limits
     from tunesmith.serve.registry import parse_specs
     from tunesmith.web import address, bind
@@ -37,6 +48,7 @@ def serve(
     specs = call(parse_specs, list(run_dirs or []))  # folder mistakes are reported before torch loads
     sock = call(bind, host, port)  # and a port in use before any model loads
     limits = Limits(max_prompts, max_body_bytes, max_request_tokens)
+    batching = Batching(max_batch, batch_window_ms, max_queue, request_timeout)
     start(verbose)
 
     from tunesmith.serve.server import serve as run_server
@@ -51,7 +63,7 @@ def serve(
 
     try:
         call(run_server, specs, list(model or []), host=host, port=port, api_key=api_key,
-             trust_remote_code=trust_remote_code, limits=limits, sock=sock, on_ready=ready)
+             trust_remote_code=trust_remote_code, limits=limits, batching=batching, sock=sock, on_ready=ready)
     finally:
         sock.close()
 

@@ -2,7 +2,7 @@
 
 Requests are pydantic models that refuse what they do not know, as OpenAI does ("Unrecognized request argument"),
 so a misspelt option is an error naming it rather than silently ignored. Options OpenAI has and this server does
-not implement (penalties, logprobs, tools, JSON mode...) are accepted only at their neutral value (0, null,
+not implement (penalties, tools, JSON mode...) are accepted only at their neutral value (0, null,
 false, empty), because clients often send those. `top_k` is not OpenAI's but vLLM's extension, sent through the
 client's `extra_body`. Numbers and booleans are strict, as OpenAI's are: `"max_tokens": "8"` or `"n": true` is a
 400, not silently read as 8 or 1. Responses are plain dicts built by the functions at the end (errors: errors.py).
@@ -21,6 +21,7 @@ from tunesmith.serve.errors import error_body  # noqa: F401 (responses: the erro
 DEFAULT_CHAT_TOKENS = 256  # max_tokens when a chat request gives none (and the context leaves room)
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
 MAX_N = 16
+MAX_LOGPROBS = 20  # top_logprobs (chat) and logprobs (completions): OpenAI's chat limit, vLLM's for both
 
 
 def _unsupported(value, neutral=(None, 0, False, "", [], {})):
@@ -95,8 +96,8 @@ class Message(BaseModel):
 class ChatRequest(_Options):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, strict=True, description="OpenAI's newer name for max_tokens.")
-    logprobs: bool | None = Field(None, strict=True)
-    top_logprobs: int | None = Field(None, strict=True)
+    logprobs: bool | None = Field(None, strict=True, description="The generated tokens' log-probabilities.")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, strict=True, description="With logprobs: the k most likely tokens at each position.")
     tools: list | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = Field(None, strict=True)
@@ -104,10 +105,15 @@ class ChatRequest(_Options):
     metadata: dict | None = None
     store: bool | None = Field(None, strict=True)
 
-    @field_validator("logprobs", "top_logprobs", "tools")
+    @field_validator("tools")
     @classmethod
     def _off(cls, value):
         return _unsupported(value)
+
+    @property
+    def top(self) -> int | None:
+        """Log-probabilities per generated token: None (not asked), else the k most likely alongside."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @field_validator("tool_choice")
     @classmethod
@@ -124,10 +130,11 @@ class ChatRequest(_Options):
 
 class CompletionRequest(_Options):
     prompt: str | list[str] | list[int] | list[list[int]]
-    echo: bool | None = Field(None, strict=True)
+    max_tokens: int | None = Field(None, ge=0, strict=True, description="Most new tokens per completion (default 16); 0 with echo: score the prompt only.")
+    echo: bool | None = Field(None, strict=True, description="Give the prompt back before the completion (and its tokens' logprobs).")
     suffix: str | None = None
     best_of: int | None = Field(None, strict=True)
-    logprobs: int | None = Field(None, strict=True)
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, strict=True, description="Log-probabilities of the tokens and the k most likely at each position.")
 
     @field_validator("prompt")
     @classmethod
@@ -136,7 +143,7 @@ class CompletionRequest(_Options):
             raise ValueError("give a prompt: a string, a list of strings, or token ids")
         return value
 
-    @field_validator("echo", "suffix", "logprobs")
+    @field_validator("suffix")
     @classmethod
     def _off(cls, value):
         return _unsupported(value)
@@ -181,32 +188,35 @@ def usage(prompt_lengths: list[int], completions) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated}
 
 
-def chat_response(rid: str, model: str, completions, prompt_tokens: int) -> dict:
+def chat_response(rid: str, model: str, completions, prompt_tokens: int, logprobs=None) -> dict:
+    """`logprobs(completion)`: a choice's logprobs object (logprobs.py), or None when they were not asked for."""
     return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
+            "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
+                         "logprobs": logprobs(c) if logprobs else None,
                          "finish_reason": c.finish_reason} for i, c in enumerate(completions)],
             "usage": usage([prompt_tokens], completions)}
 
 
 def chat_chunk(rid: str, model: str, index: int | None = None, delta: dict | None = None,
-               finish_reason: str | None = None, usage_: dict | None = None) -> dict:
-    choices = [] if index is None else [{"index": index, "delta": delta or {}, "logprobs": None,
+               finish_reason: str | None = None, usage_: dict | None = None, logprobs: dict | None = None) -> dict:
+    choices = [] if index is None else [{"index": index, "delta": delta or {}, "logprobs": logprobs,
                                          "finish_reason": finish_reason}]
     chunk = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
              "choices": choices}
     return {**chunk, "usage": usage_} if usage_ else chunk
 
 
-def completion_response(rid: str, model: str, completions, prompt_lengths: list[int]) -> dict:
+def completion_response(rid: str, model: str, completions, prompt_lengths: list[int], texts=None, logprobs=None) -> dict:
+    """`texts`: each choice's text (echo puts the prompt first); `logprobs`: each choice's logprobs object."""
     return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": i, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
-                        for i, c in enumerate(completions)],
+            "choices": [{"index": i, "text": texts[i] if texts else c.text, "logprobs": logprobs[i] if logprobs else None,
+                         "finish_reason": c.finish_reason} for i, c in enumerate(completions)],
             "usage": usage(prompt_lengths, completions)}
 
 
 def completion_chunk(rid: str, model: str, index: int | None = None, text: str = "",
-                     finish_reason: str | None = None, usage_: dict | None = None) -> dict:
-    choices = [] if index is None else [{"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}]
+                     finish_reason: str | None = None, usage_: dict | None = None, logprobs: dict | None = None) -> dict:
+    choices = [] if index is None else [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]
     chunk = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model, "choices": choices}
     return {**chunk, "usage": usage_} if usage_ else chunk
 

@@ -5,10 +5,11 @@ its run's name (its folder's, or NAME from `NAME=RUN_DIR`), and a causal LM base
 with the adapters switched off. A run saved as a whole model (full, freeze, ...) is served as it is, and `--model`
 serves a plain model (catalog name, local folder or hub id).
 
-One model object answers one request at a time: each has a single worker thread that takes requests in the order
-they arrived (a FIFO queue), and a request switches its adapter on for its own call only
-(`generation.using_adapter`), so no request ever runs with another request's adapter, and a busy queue stays fair.
-Different bases have their own workers and run side by side.
+Each loaded model has a `Batcher` (batching.py): its queue and thread gather the generation requests that arrive
+together and run them as one batch (decode.py); every adapter of a LoRA base shares one batch through PEFT's
+`adapter_names` (batch_key "lora"), other models batch the requests of one served name at a time. Classify and score
+requests run on the model's single worker thread, in arrival order, their adapter switched on for their own call
+only (`generation.using_adapter`, under the model's lock, which a batch holds too). Different bases run side by side.
 
 Nothing here imports FastAPI; torch and transformers are imported when models load.
 """
@@ -61,11 +62,16 @@ class Served:
     kind: str  # "base", "adapter" (on a shared base), or "model" (a run saved whole, or --model)
     model: Any
     tokenizer: Any
-    worker: ThreadPoolExecutor  # the model's single worker: its requests, one at a time, in arrival order
+    worker: ThreadPoolExecutor  # the model's single worker: its classify and score requests, in arrival order
     run: Any = None  # the Run it serves (None for a base or a plain --model)
     adapter: str | None = None  # its adapter's name on the shared model (adapters only)
     parent: str | None = None  # the base an adapter sits on
     created: int = field(default_factory=lambda: int(time.time()))
+    batcher: Any = None  # the model's Batcher (batching.py): its generation requests, batched
+    batch_key: str | None = None  # "lora": any adapter of the base (and the base) share a batch; else its name
+
+    def __post_init__(self):
+        self.batch_key = self.batch_key or self.name
 
     @property
     def objective(self) -> str | None:
@@ -152,6 +158,12 @@ class Served:
         else:
             yield
 
+    @contextmanager
+    def active(self):
+        """This name's adapter switched on (a base: adapters off), under the model's lock, for a batch of its own."""
+        with self._base_only(), using_adapter(self.model, self.adapter):
+            yield
+
     def complete(self, prompts: list[list[int]], **options) -> list:
         """`generation.complete` with this name's adapter (or none); options as there."""
         with self._base_only():
@@ -188,6 +200,8 @@ class Registry:
         return self.models[name]
 
     def close(self) -> None:
+        for batcher in {id(s.batcher): s.batcher for s in self.models.values() if s.batcher}.values():
+            batcher.close()
         for worker in {id(s.worker): s.worker for s in self.models.values()}.values():
             worker.shutdown(wait=True)
 
@@ -225,8 +239,31 @@ def _worker(name: str) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"serve-{name}")
 
 
-def load_registry(specs: list[tuple[str, Path]], models: list[str] = (), trust_remote_code: bool = False) -> Registry:
-    """Load what `tunesmith serve` serves: specs from `parse_specs`, plus plain models by name."""
+def _mixable(model) -> bool:
+    """Adapters that PEFT mixes in one batch (`adapter_names`): LoRA without DoRA; prompt, prefix, IA3... do not."""
+    configs = getattr(model, "peft_config", None) or {}
+    return bool(configs) and all(getattr(c.peft_type, "value", c.peft_type) == "LORA" and not getattr(c, "use_dora", False)
+                                 for c in configs.values())
+
+
+def _batchers(served: list[Served], batching) -> None:
+    """One Batcher per loaded model, shared by the names served on it."""
+    from tunesmith.serve.batching import Batcher
+    from tunesmith.serve.decode import run_jobs
+
+    made: dict[int, Any] = {}
+    for s in served:
+        if id(s.model) not in made:
+            made[id(s.model)] = Batcher(s.parent or s.name, run_jobs, batching)
+        s.batcher = made[id(s.model)]
+        if s.kind in ("adapter", "base") and _mixable(s.model):
+            s.batch_key = "lora"
+
+
+def load_registry(specs: list[tuple[str, Path]], models: list[str] = (), trust_remote_code: bool = False,
+                  batching=None) -> Registry:
+    """Load what `tunesmith serve` serves: specs from `parse_specs`, plus plain models by name; `batching`
+    (batching.Batching) says how requests share a model."""
     from tunesmith.modeling import load_causal_lm
     from tunesmith.runs.adapters import AdapterSet
 
@@ -246,6 +283,7 @@ def load_registry(specs: list[tuple[str, Path]], models: list[str] = (), trust_r
     for name in plain:
         model, tokenizer = load_causal_lm(name, trust_remote_code)
         served.append(Served(served_name(name), "model", model, tokenizer, _worker(served_name(name))))
+    _batchers([s for s in served if s.generates], batching)
     return Registry(served)
 
 
