@@ -40,8 +40,8 @@ def wait_for(check, timeout: float = 240, what: str = "the condition"):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_bert, sentiment_file):
     """runs/a and runs/b: two finished classify runs on the same eval data; other/c: one on other eval data."""
-    from tunesmith.api import train
     from conftest import tiny_config
+    from tunesmith.api import train
 
     root = tmp_path_factory.mktemp("board")
     for name, method, eval_size in (("runs/a", {"name": "lora", "r": 4, "lora_alpha": 8}, 16),
@@ -51,8 +51,27 @@ def finished(tmp_path_factory, tiny_bert, sentiment_file):
     return root
 
 
+APPS = []
+
+
+@pytest.fixture(autouse=True)
+def no_run_left():
+    """The runs a test's board started do not train on after it (they are started in their own session)."""
+    yield
+    while APPS:
+        kill_runs(APPS.pop())
+
+
+def kill_runs(app) -> None:
+    for proc, _, _ in app.state.launcher.started.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def client(*dirs, configs=None):
     app = create_app(list(dirs), token=TOKEN, configs_dir=configs)
+    APPS.append(app)
     return app, TestClient(app)
 
 
@@ -200,13 +219,14 @@ def test_stop_then_resume(tiny_bert, sentiment_file, tmp_path):
     assert c.post("/resume/0/long", headers=AUTH, data={"csrf": app.state.csrf}, follow_redirects=False).status_code == 303
     wait_for(lambda: (run_marker(folder) or {}).get("status") in ("running", "finished"), what="the run to resume")
     wait_for(lambda: c.get("/api/runs", headers=AUTH).json()["runs"][0]["step"] > steps_before, what="more steps")
+    _, again = client(tmp_path)  # a board started again sees the run it did not start going on
+    assert again.get("/api/runs", headers=AUTH).json()["runs"][0]["status"] == "running"
     c.post("/stop/0/long", headers=AUTH, data={"csrf": app.state.csrf})
     wait_for(lambda: (run_marker(folder) or {}).get("status") == "interrupted", what="the resumed run to stop")
 
 
 def test_trying_an_sft_run_answers_as_tunesmith_generate(tiny_llama, qa_file, tmp_path):
     from conftest import tiny_config
-
     from tunesmith.api import train
     from tunesmith.cli import app as cli
 
