@@ -145,7 +145,7 @@ def test_the_runs_table_shows_a_running_and_a_finished_run(finished, tmp_path):
         assert a["machine"] and a["peak_memory_mb"] and a["tokens_per_second"]
         assert live["status"] == "running" and live["step"] == 1
         page = c.get("/", headers=AUTH).text
-        assert "sub/b" in page and ">running<" in page
+        assert "sub/b" in page and ">running · step 1<" in page
         m = c.get("/api/metrics/1/live", params={"offset": 0}, headers=AUTH).json()
         assert [r["step"] for r in m["rows"]] == [1] and m["status"] == "running"  # the half-written line waits
         with (tmp_path / "live" / "metrics.jsonl").open("a") as fh:

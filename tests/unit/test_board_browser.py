@@ -92,4 +92,6 @@ def browse(app, root, good, shots, errors):
         page.wait_for_selector("#tuned[data-done]", timeout=120_000)
         assert '"label"' in page.inner_text("#tuned")
         assert page.locator("#report").count() == 1
+        page.goto(f"{url}/compare?run=0/sentiment-lora")
+        assert page.get_attribute("#vs-params", "data-points") == "1"  # the trade-off plots are drawn
         browser.close()

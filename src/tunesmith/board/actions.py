@@ -68,12 +68,12 @@ async def start(request: Request):
         overrides = parse_overrides(form.get("overrides", ""), {key: form.get(key, "") for key, _ in FIELDS})
     except TunesmithError as err:
         return new_form(request, form, [str(err)], 400)
-    problems, cmd = await run_in_threadpool(
+    problems, cmd, watch = await run_in_threadpool(
         launcher.prepare, root, name, form.get("shipped", ""), form.get("yaml", ""), overrides,
         form.get("overwrite") == "on")
     if problems:
         return new_form(request, form, problems, 400)
-    run_id = launcher.spawn(root, name, cmd)
+    run_id = launcher.spawn(root, watch, cmd)
     return RedirectResponse(f"/run/{quote(run_id)}", status_code=303)
 
 

@@ -43,6 +43,7 @@ def templates():
 
     env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True)
     env.filters["num"] = pages.num
+    env.filters["short"] = lambda value: str(value).rstrip("/").rsplit("/", 1)[-1] if value else ""
     return env
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from tunesmith.board.paths import Roots, check_name
 from tunesmith.errors import TunesmithError
 from tunesmith.procs import alive, error_line
-from tunesmith.runs.folder import last_checkpoint, run_marker
+from tunesmith.runs.folder import last_checkpoint, plan_output, run_marker
 
 MAX_YAML = 64 * 1024
 
@@ -62,13 +62,15 @@ def check_config(config_path: Path, overrides: list[str]) -> list[str]:
     return []
 
 
-def folder_problem(target: Path, overwrite: bool) -> str | None:
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        return (f"the run folder {target.name} already exists; choose another name, or tick \"replace the existing "
-                "run\" (only a folder tunesmith wrote is replaced, once the new run has finished)")
-    if target.exists() and not target.is_dir():
-        return f"{target.name} exists and is not a folder; choose another name"
-    return None
+def folder_problem(target: Path, overwrite: bool) -> tuple[str | None, Path]:
+    """The CLI's run folder rule (runs.folder.plan_output) and the folder the run writes while it trains (beside
+    an existing run when it replaces it)."""
+    try:
+        plan = plan_output(target, overwrite=overwrite)
+    except TunesmithError as err:
+        return str(err).replace("pass --overwrite", "tick \"replace the existing run\"").replace(
+            "--out to choose another folder", "choose another name"), target
+    return None, plan.stage
 
 
 class Launcher:
@@ -79,31 +81,33 @@ class Launcher:
         self.started: dict[str, tuple[subprocess.Popen, Path, float]] = {}  # run id -> process, log, start time
 
     def prepare(self, root: str, name: str, shipped: str, yaml_text: str, overrides: list[str],
-                overwrite: bool) -> tuple[list[str], list[str] | None]:
-        """(problems, the command to start): the config checked and the folder rules applied, nothing started."""
+                overwrite: bool) -> tuple[list[str], list[str] | None, str]:
+        """(problems, the command to start, the name of the folder it writes while it trains): the config checked
+        and the folder rules applied, nothing started."""
         try:
             check_name(name)
             target = self.roots.resolve(root, name)
         except TunesmithError as err:
-            return [f"run name: {err}"], None
+            return [f"run name: {err}"], None, name
         if shipped:
             configs = shipped_configs(self.configs_dir)
             if shipped not in configs:
-                return [f"no shipped config named {shipped[:80]!r}"], None
+                return [f"no shipped config named {shipped[:80]!r}"], None, name
             config_path = configs[shipped]
         else:
             if not yaml_text.strip():
-                return ["paste a config (YAML) or choose a shipped one"], None
+                return ["paste a config (YAML) or choose a shipped one"], None, name
             if len(yaml_text) > MAX_YAML:
-                return [f"the config is over {MAX_YAML // 1024} KB"], None
+                return [f"the config is over {MAX_YAML // 1024} KB"], None, name
             config_path = self.roots.board_dir(root, "configs") / f"{name.replace('/', '__')}.yaml"
             config_path.write_text(yaml_text, encoding="utf-8")
-        problem = folder_problem(target, overwrite)
+        problem, stage = folder_problem(target, overwrite)
         problems = ([problem] if problem else []) + check_config(config_path, overrides)
+        watch = name if stage == target else f"{name.rsplit('/', 1)[0]}/{stage.name}" if "/" in name else stage.name
         if problems:
-            return problems, None
+            return problems, None, watch
         cmd = [sys.executable, "-m", "tunesmith.cli", "train", str(config_path), *overrides, "--out", str(target)]
-        return [], cmd + (["--overwrite"] if overwrite else [])
+        return [], cmd + (["--overwrite"] if overwrite else []), watch
 
     def spawn(self, root: str, name: str, cmd: list[str]) -> str:
         """Start `tunesmith train` in its own session; its output goes to ROOT/.board/logs/NAME.log."""
@@ -124,6 +128,9 @@ class Launcher:
                 proc.poll()  # reap it once it ends
                 continue
             code = proc.poll()
+            if code == 0:  # it finished (a replacing run's folder was swapped in under its own name)
+                del self.started[run_id]
+                continue
             row = {"id": run_id, "name": rel, "status": "starting" if code is None else "failed",
                    "error": None if code is None else error_line(log_path, code), "pending": True}
             rows.append(row)

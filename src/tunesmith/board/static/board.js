@@ -31,11 +31,14 @@ function runRow(r, checked) {
   const td0 = el("td"); td0.appendChild(box); tr.appendChild(td0);
   const link = el("a", r.name); link.href = "/run/" + r.id.split("/").map(encodeURIComponent).join("/");
   const td1 = el("td"); td1.appendChild(link); tr.appendChild(td1);
-  tr.appendChild(el("td", r.status, "status " + r.status));
+  const step = r.status === "running" && r.step ? ` · step ${r.step}` + (r.max_steps > 0 ? `/${r.max_steps}` : "") : "";
+  tr.appendChild(el("td", r.status + step, "status " + r.status));
   const digits = { train_seconds: 1, tokens_per_second: 0, peak_memory_mb: 0 };
   for (const key of COLUMNS.slice(2)) {
     const v = r[key];
-    tr.appendChild(el("td", typeof v === "number" ? num(v, digits[key]) : (v || "")));
+    const td = el("td", typeof v === "number" ? num(v, digits[key]) : (v || ""));
+    if ((key === "base" || key === "data") && v) { td.textContent = String(v).split("/").pop(); td.title = v; }
+    tr.appendChild(td);
   }
   return tr;
 }
@@ -82,7 +85,8 @@ function runsPage() {
 // --- one run: live curves ---------------------------------------------------------------------------------------
 const SKIP = /runtime|per_second|samples|epoch|flos|step|_time/;
 
-function draw(svg, series) {
+function draw(svg, series, xname) {
+  xname = xname || "step";
   const W = 480, H = 220, L = 48, B = 24, pad = 8;
   const all = Object.values(series).flat();
   svg.replaceChildren();
@@ -93,7 +97,7 @@ function draw(svg, series) {
   const sx = x => L + (x - x0) / (x1 - x0) * (W - L - pad), sy = y => H - B - (y - y0) / (y1 - y0) * (H - B - pad);
   const label = (x, y, text, anchor) => { const t = document.createElementNS(SVG, "text"); t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("text-anchor", anchor || "start"); t.textContent = text; svg.appendChild(t); };
   label(L - 4, sy(y1) + 4, y1.toPrecision(3), "end"); label(L - 4, sy(y0), y0.toPrecision(3), "end");
-  label(L, H - 6, "step " + x0); label(W - pad, H - 6, "step " + x1, "end");
+  label(L, H - 6, xname + " " + +x0.toPrecision(4)); label(W - pad, H - 6, xname + " " + +x1.toPrecision(4), "end");
   const axis = document.createElementNS(SVG, "path"); axis.setAttribute("d", `M${L},${pad} V${H - B} H${W - pad}`); axis.setAttribute("class", "axis"); svg.appendChild(axis);
   Object.entries(series).forEach(([name, pts], i) => {
     const line = document.createElementNS(SVG, "polyline");
@@ -148,4 +152,18 @@ function runPage() {
   });
 }
 
-({ runs: runsPage, run: runPage })[document.body.dataset.page]?.();
+// --- compare: the metric against trainable parameters, time and memory --------------------------------------------
+function comparePage() {
+  const node = document.getElementById("compare-data");
+  if (!node) return;
+  const data = JSON.parse(node.textContent);
+  const axes = [["vs-params", "trainable_params", "log10 params", Math.log10], ["vs-time", "train_seconds", "train s", x => x],
+    ["vs-memory", "peak_memory_mb", "peak MB", x => x]];
+  for (const [id, key, name, f] of axes) {
+    const series = {};
+    for (const r of data.rows) if (typeof r[key] === "number" && typeof r.metric === "number") series[r.name] = [[f(r[key]), r.metric]];
+    draw(document.getElementById(id), series, name);
+  }
+}
+
+({ runs: runsPage, run: runPage, compare: comparePage })[document.body.dataset.page]?.();
