@@ -35,7 +35,8 @@ def test_start_watch_stop_and_try_in_the_browser(tiny_bert, sentiment_file, tmp_
     shots = Path(os.environ.get("BOARD_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     cfg = tiny_config(tiny_bert, sentiment_file, "classify", {"name": "lora", "r": 8, "lora_alpha": 16},
-                      train={"max_steps": 300, "per_device_train_batch_size": 2, "save_steps": 5})
+                      train={"max_steps": 300, "per_device_train_batch_size": 2, "save_steps": 5,
+                             "eval_strategy": "steps", "eval_steps": 3})
     good = yaml.safe_dump(cfg, sort_keys=False)
     errors = []
     app = create_app([root], token="tok")
@@ -71,7 +72,8 @@ def browse(app, root, good, shots, errors):
         page.wait_for_url("**/run/0/sentiment-lora-r8")
         expect(page.locator("#status")).to_have_text("running", timeout=240_000)
         first = wait_for(lambda: points(page), what="a first point")
-        wait_for(lambda: points(page) > first + 3, what="the curve to grow without a reload")
+        wait_for(lambda: points(page) > first + 5, what="the curve to grow without a reload")
+        wait_for(lambda: int(page.get_attribute("#eval-chart", "data-points") or 0) > 1, what="eval points")
         page.screenshot(path=str(shots / "board-run.png"), full_page=True)
         page.click("nav >> text=Runs")
         page.wait_for_selector("#runs tr[data-status=running]")

@@ -95,7 +95,7 @@ function draw(svg, series, xname) {
   const xs = all.map(p => p[0]), ys = all.map(p => p[1]);
   const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y0 = Math.min(...ys), y1 = Math.max(...ys, y0 + 1e-9);
   const sx = x => L + (x - x0) / (x1 - x0) * (W - L - pad), sy = y => H - B - (y - y0) / (y1 - y0) * (H - B - pad);
-  const label = (x, y, text, anchor) => { const t = document.createElementNS(SVG, "text"); t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("text-anchor", anchor || "start"); t.textContent = text; svg.appendChild(t); };
+  const label = (x, y, text, anchor, cls) => { const t = document.createElementNS(SVG, "text"); t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("text-anchor", anchor || "start"); if (cls) t.setAttribute("class", cls); t.textContent = text; svg.appendChild(t); };
   label(L - 4, sy(y1) + 4, y1.toPrecision(3), "end"); label(L - 4, sy(y0), y0.toPrecision(3), "end");
   label(L, H - 6, xname + " " + +x0.toPrecision(4)); label(W - pad, H - 6, xname + " " + +x1.toPrecision(4), "end");
   const axis = document.createElementNS(SVG, "path"); axis.setAttribute("d", `M${L},${pad} V${H - B} H${W - pad}`); axis.setAttribute("class", "axis"); svg.appendChild(axis);
@@ -105,7 +105,7 @@ function draw(svg, series, xname) {
     line.setAttribute("class", "series s" + (i % 6));
     svg.appendChild(line);
     pts.forEach(p => { const c = document.createElementNS(SVG, "circle"); c.setAttribute("cx", sx(p[0]).toFixed(1)); c.setAttribute("cy", sy(p[1]).toFixed(1)); c.setAttribute("r", 2); c.setAttribute("class", "s" + (i % 6)); svg.appendChild(c); });
-    label(W - pad, pad + 12 + 14 * i, name, "end");
+    label(W - pad, pad + 12 + 14 * i, name, "end", "legend s" + (i % 6));
   });
 }
 
