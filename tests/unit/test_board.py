@@ -198,6 +198,29 @@ def test_start_with_a_typo_shows_the_problem_then_the_fixed_config_runs(tiny_ber
     assert r.status_code == 400 and "already exists" in r.text  # never overwritten without the choice
 
 
+def test_a_shipped_config_is_checked_with_its_overrides(tiny_bert, sentiment_file, tmp_path):
+    from conftest import tiny_config
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(tiny_bert, sentiment_file, "classify")))
+    (tmp_path / "runs").mkdir()
+    app, c = client(tmp_path / "runs", configs=configs)
+    assert "tiny.yaml" in c.get("/new", headers=AUTH).text
+    launcher = app.state.launcher
+    problems, cmd, watch = launcher.prepare("0", "t", "tiny.yaml", "", ["train.max_steps=2", "method.r=2"], False)
+    assert problems == [] and watch == "t"
+    assert cmd[-6:] == ["train", str(configs / "tiny.yaml"), "train.max_steps=2", "method.r=2", "--out",
+                        str(tmp_path / "runs" / "t")]  # `tunesmith train` as the CLI would be called
+    problems, cmd, _ = launcher.prepare("0", "t", "tiny.yaml", "", ["method.rank=2"], False)
+    assert cmd is None and "method.rank" in problems[0]
+    problems, cmd, _ = launcher.prepare("0", "t", "../../etc/x.yaml", "", [], False)
+    assert cmd is None and "no shipped config" in problems[0]
+    r = c.post("/new", headers=AUTH, data={"csrf": app.state.csrf, "name": "t", "shipped": "tiny.yaml",
+                                           "overrides": "not an override"})
+    assert r.status_code == 400 and "is not key=value" in r.text and not launcher.started
+
+
 def test_stop_then_resume(tiny_bert, sentiment_file, tmp_path):
     from conftest import tiny_config
 
@@ -217,6 +240,7 @@ def test_stop_then_resume(tiny_bert, sentiment_file, tmp_path):
     assert "Resume" in c.get("/run/0/long", headers=AUTH).text
     steps_before = row["step"]
     assert c.post("/resume/0/long", headers=AUTH, data={"csrf": app.state.csrf}, follow_redirects=False).status_code == 303
+    assert c.get("/api/metrics/0/long", headers=AUTH).json()["status"] in ("starting", "running")  # never "stopped"
     wait_for(lambda: (run_marker(folder) or {}).get("status") in ("running", "finished"), what="the run to resume")
     wait_for(lambda: c.get("/api/runs", headers=AUTH).json()["runs"][0]["step"] > steps_before, what="more steps")
     _, again = client(tmp_path)  # a board started again sees the run it did not start going on

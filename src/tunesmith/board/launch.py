@@ -79,6 +79,7 @@ class Launcher:
     def __init__(self, roots: Roots, configs_dir: Path | None = None):
         self.roots, self.configs_dir = roots, configs_dir
         self.started: dict[str, tuple[subprocess.Popen, Path, float]] = {}  # run id -> process, log, start time
+        self.resumed: dict[str, subprocess.Popen] = {}  # run id -> the `train --resume` process started here
 
     def prepare(self, root: str, name: str, shipped: str, yaml_text: str, overrides: list[str],
                 overwrite: bool) -> tuple[list[str], list[str] | None, str]:
@@ -136,6 +137,11 @@ class Launcher:
             rows.append(row)
         return rows
 
+    def busy(self, run_id: str) -> bool:
+        """A resume this board started for the run is still going (its manifest may not say so yet)."""
+        proc = self.resumed.get(run_id)
+        return proc is not None and proc.poll() is None
+
     def stop(self, root: str, rel: str) -> str:
         folder = self.roots.resolve(root, rel)
         manifest = run_marker(folder) or {}
@@ -155,7 +161,8 @@ class Launcher:
             raise TunesmithError(f"{rel}: no complete checkpoint to resume from (set train.save_steps to keep them); "
                                  "start it again instead")
         cmd = [sys.executable, "-m", "tunesmith.cli", "train", "--resume", str(folder)]
-        self.spawn(root, rel, cmd)
+        run_id = self.spawn(root, rel, cmd)
+        self.resumed[run_id] = self.started[run_id][0]
         return f"resuming {rel} from {checkpoint.name}"
 
     def log_tail(self, root: str, rel: str, lines: int = 30) -> str:

@@ -13,6 +13,7 @@ from tunesmith.board import compare, scan
 from tunesmith.board.launch import shipped_configs
 from tunesmith.runs.folder import run_marker
 
+RESTARTABLE = ("stopped", "unfinished", "failed")  # shown as starting while the board's resume process loads
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 FIELDS = (("train.max_steps", "max steps"), ("train.learning_rate", "learning rate"),
           ("train.num_train_epochs", "epochs"), ("train.save_steps", "checkpoint every N steps"),
@@ -57,6 +58,9 @@ def rows(request: Request) -> list[dict]:
     state = request.app.state
     found = scan.all_runs(state.roots)
     known = {r["id"] for r in found}
+    for r in found:
+        if r["status"] in RESTARTABLE and state.launcher.busy(r["id"]):
+            r["status"] = "starting"
     return [r for r in state.launcher.pending() if r["id"] not in known] + found
 
 
@@ -84,6 +88,8 @@ def run_page(request: Request, root: str, rel: str):
         return page(request, "run.html", title=rel, run=pending[0], config="", results={}, metrics=[],
                     log=request.app.state.launcher.log_tail(root, rel))
     row = scan.summary(run_id, folder, manifest)
+    if row["status"] in RESTARTABLE and request.app.state.launcher.busy(run_id):
+        row["status"] = "starting"
     config = folder / "config.yaml"
     text = config.read_text(errors="replace") if config.is_file() else json.dumps(
         manifest.get("started_config") or {}, indent=2)
@@ -103,9 +109,12 @@ def metrics_json(request: Request, root: str, rel: str, offset: int = 0):
     folder, manifest = folder_of(request, root, rel)
     lines, end = scan.metrics_from(folder, offset)
     state = scan.status(folder, manifest) if manifest else "starting"
+    if state in RESTARTABLE and request.app.state.launcher.busy(f"{root}/{rel}"):
+        state = "starting"
     max_steps = ((manifest or {}).get("started_config") or {}).get("train", {}).get("max_steps")
     recent, _ = scan.metrics_from(folder, max(0, end - 8192)) if end else ([], 0)
-    return JSONResponse({"rows": lines, "offset": end, "status": state, "pace": scan.pace(recent, max_steps)})
+    return JSONResponse({"rows": lines, "offset": end, "status": state, "pace": scan.pace(recent, max_steps),
+                         "log": request.app.state.launcher.log_tail(root, rel)})
 
 
 def report(request: Request, root: str, rel: str):

@@ -130,6 +130,8 @@ function runPage() {
       draw(document.getElementById("eval-chart"), evals);
       if (data.pace.steps_per_second) document.getElementById("rate").textContent = data.pace.steps_per_second;
       if (data.pace.seconds_left !== undefined && data.pace.seconds_left !== null) document.getElementById("left").textContent = Math.round(data.pace.seconds_left) + " s";
+      const log = document.getElementById("log");
+      if (log && data.log) log.textContent = data.log;
       if (data.status !== status) { again = false; location.reload(); }
       if (!["running", "starting"].includes(data.status)) again = false;
     } finally {
