@@ -111,7 +111,7 @@ def test_paths_outside_the_run_directories_are_refused(finished, tmp_path):
     attempts = ["escape", "up/runs/a", "..%2Fother%2Fc", "a/..%2F..%2Fother", "%2Fetc%2Fpasswd", ".board", "a\\b",
                 "%2e%2e/etc"]
     for rel in attempts:
-        for prefix in ("/run/0/", "/api/metrics/0/", "/report/0/"):
+        for prefix in ("/run/0/", "/api/metrics/0/", "/api/events/0/", "/report/0/"):
             r = c.get(prefix + rel, headers=AUTH)
             assert r.status_code in (403, 404), (prefix, rel, r.status_code)
             assert "tunesmith-run" not in r.text and "root:" not in r.text
@@ -152,6 +152,10 @@ def test_the_runs_table_shows_a_running_and_a_finished_run(finished, tmp_path):
             fh.write('ss": 1.5}\n')
         m2 = c.get("/api/metrics/1/live", params={"offset": m["offset"]}, headers=AUTH).json()
         assert [r["step"] for r in m2["rows"]] == [2] and m2["pace"]["steps_per_second"] == 2.0
+        r = c.get("/api/events/0/a", headers=AUTH)  # server-sent events: a finished run's lines, then the end
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+        assert events[0]["status"] == "finished" and events[0]["rows"][0]["step"] == 1
     finally:
         proc.kill()
         proc.wait()

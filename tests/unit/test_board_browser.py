@@ -57,6 +57,8 @@ def browse(app, root, good, shots, errors):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.on("pageerror", lambda err: errors.append(str(err)))
+        asked = []
+        page.on("request", lambda req: asked.append(req.url))
         page.goto(f"{url}/new")
         assert "Token needed" in page.content()  # no token, nothing shown
         page.goto(f"{url}/?token=tok")
@@ -74,6 +76,7 @@ def browse(app, root, good, shots, errors):
         first = wait_for(lambda: points(page), what="a first point")
         wait_for(lambda: points(page) > first + 5, what="the curve to grow without a reload")
         wait_for(lambda: int(page.get_attribute("#eval-chart", "data-points") or 0) > 1, what="eval points")
+        assert any("/api/events/0/sentiment-lora-r8" in u for u in asked)  # pushed as server-sent events
         page.screenshot(path=str(shots / "board-run.png"), full_page=True)
         page.click("nav >> text=Runs")
         page.wait_for_selector("#runs tr[data-status=running]")

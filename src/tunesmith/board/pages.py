@@ -3,10 +3,13 @@ new metrics lines). Every run is named ROOT/REL and resolved through paths.Roots
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from tunesmith.board import compare, scan
@@ -14,6 +17,7 @@ from tunesmith.board.launch import shipped_configs
 from tunesmith.runs.folder import run_marker
 
 RESTARTABLE = ("stopped", "unfinished", "failed")  # shown as starting while the board's resume process loads
+STREAM_SECONDS = 30
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 FIELDS = (("train.max_steps", "max steps"), ("train.learning_rate", "learning rate"),
           ("train.num_train_epochs", "epochs"), ("train.save_steps", "checkpoint every N steps"),
@@ -49,6 +53,7 @@ def add_routes(app: FastAPI) -> None:
     app.get("/api/runs")(runs_json)
     app.get("/run/{root}/{rel:path}", response_class=HTMLResponse)(run_page)
     app.get("/api/metrics/{root}/{rel:path}")(metrics_json)
+    app.get("/api/events/{root}/{rel:path}")(events)
     app.get("/report/{root}/{rel:path}")(report)
     app.get("/new", response_class=HTMLResponse)(new_page)
     app.get("/compare", response_class=HTMLResponse)(compare_page)
@@ -106,6 +111,33 @@ def eval_table(results: dict) -> list[tuple]:
 
 
 def metrics_json(request: Request, root: str, rel: str, offset: int = 0):
+    return JSONResponse(metrics_since(request, root, rel, offset))
+
+
+async def events(request: Request, root: str, rel: str, offset: int = 0):
+    """Server-sent events: each new batch of metrics.jsonl lines (as metrics_json's answer) when it is written. A
+    stream lasts STREAM_SECONDS at most (a server stopping is never held up long); the browser reconnects with the
+    last event id, the byte offset it has read to."""
+    folder_of(request, root, rel)  # refused before the stream starts
+    last = request.headers.get("last-event-id")
+    start = int(last) if last and last.isdigit() else max(0, offset)
+
+    async def stream():
+        position, deadline = start, time.monotonic() + STREAM_SECONDS
+        yield "retry: 1000\n\n"
+        while time.monotonic() < deadline and not await request.is_disconnected():
+            data = await run_in_threadpool(metrics_since, request, root, rel, position)
+            if data["rows"] or data["offset"] != position or position == start:
+                position = data["offset"]
+                yield f"id: {position}\ndata: {json.dumps(data)}\n\n"
+            if data["status"] not in ("running", "starting"):
+                return
+            await asyncio.sleep(1.0)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+def metrics_since(request: Request, root: str, rel: str, offset: int) -> dict:
     folder, manifest = folder_of(request, root, rel)
     lines, end = scan.metrics_from(folder, offset)
     state = scan.status(folder, manifest) if manifest else "starting"
@@ -113,8 +145,8 @@ def metrics_json(request: Request, root: str, rel: str, offset: int = 0):
         state = "starting"
     max_steps = ((manifest or {}).get("started_config") or {}).get("train", {}).get("max_steps")
     recent, _ = scan.metrics_from(folder, max(0, end - 8192)) if end else ([], 0)
-    return JSONResponse({"rows": lines, "offset": end, "status": state, "pace": scan.pace(recent, max_steps),
-                         "log": request.app.state.launcher.log_tail(root, rel)})
+    return {"rows": lines, "offset": end, "status": state, "pace": scan.pace(recent, max_steps),
+            "log": request.app.state.launcher.log_tail(root, rel)}
 
 
 def report(request: Request, root: str, rel: str):

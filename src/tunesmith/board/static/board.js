@@ -113,32 +113,38 @@ function runPage() {
   const id = document.body.dataset.run, path = id.split("/").map(encodeURIComponent).join("/");
   const loss = [], evals = {};
   let offset = 0, status = document.body.dataset.status;
-  async function poll() {
+  function take(data) {  // one batch of new metrics lines; false when the page must reload (the status changed)
+    offset = data.offset;
+    for (const r of data.rows) {
+      if (typeof r.step !== "number") continue;
+      if (typeof r.loss === "number") loss.push([r.step, r.loss]);
+      for (const [k, v] of Object.entries(r)) if (k.startsWith("eval_") && typeof v === "number" && !SKIP.test(k.slice(5))) (evals[k] = evals[k] || []).push([r.step, v]);
+      document.getElementById("step").textContent = r.step;
+    }
+    draw(document.getElementById("loss-chart"), { loss });
+    draw(document.getElementById("eval-chart"), evals);
+    if (data.pace.steps_per_second) document.getElementById("rate").textContent = data.pace.steps_per_second;
+    if (data.pace.seconds_left !== undefined && data.pace.seconds_left !== null) document.getElementById("left").textContent = Math.round(data.pace.seconds_left) + " s";
+    const log = document.getElementById("log");
+    if (log && data.log) log.textContent = data.log;
+    if (data.status !== status) { location.reload(); return false; }
+    return ["running", "starting"].includes(data.status);
+  }
+  async function poll() {  // without EventSource: ask every second
     let again = true;
     try {
       const res = await fetch(`/api/metrics/${path}?offset=${offset}`, { cache: "no-store" });
-      if (!res.ok) return;
-      const data = await res.json();
-      offset = data.offset;
-      for (const r of data.rows) {
-        if (typeof r.step !== "number") continue;
-        if (typeof r.loss === "number") loss.push([r.step, r.loss]);
-        for (const [k, v] of Object.entries(r)) if (k.startsWith("eval_") && typeof v === "number" && !SKIP.test(k.slice(5))) (evals[k] = evals[k] || []).push([r.step, v]);
-        document.getElementById("step").textContent = r.step;
-      }
-      draw(document.getElementById("loss-chart"), { loss });
-      draw(document.getElementById("eval-chart"), evals);
-      if (data.pace.steps_per_second) document.getElementById("rate").textContent = data.pace.steps_per_second;
-      if (data.pace.seconds_left !== undefined && data.pace.seconds_left !== null) document.getElementById("left").textContent = Math.round(data.pace.seconds_left) + " s";
-      const log = document.getElementById("log");
-      if (log && data.log) log.textContent = data.log;
-      if (data.status !== status) { again = false; location.reload(); }
-      if (!["running", "starting"].includes(data.status)) again = false;
+      if (res.ok) again = take(await res.json());
     } finally {
       if (again) setTimeout(poll, 1000);
     }
   }
-  poll();
+  if (window.EventSource) {  // server-sent events: the server pushes each new batch of lines
+    const source = new EventSource(`/api/events/${path}?offset=0`);
+    source.onmessage = ev => { if (!take(JSON.parse(ev.data))) source.close(); };
+  } else {
+    poll();
+  }
   const form = document.getElementById("try");
   if (form) form.addEventListener("submit", async ev => {
     ev.preventDefault();
