@@ -122,7 +122,7 @@ def test_paths_outside_the_run_directories_are_refused(finished, tmp_path):
     r = c.get("/compare", params={"run": "0/../../etc"}, headers=AUTH)
     assert r.status_code == 403
     r = c.post("/new", headers=AUTH, data={"csrf": app.state.csrf, "name": "../evil", "yaml": "model: {}"})
-    assert r.status_code == 400 and "not a plain folder name" in r.text
+    assert r.status_code == 400 and "not a path inside a run directory" in r.text
     assert not (tmp_path / "evil").exists()
 
 
@@ -163,15 +163,16 @@ def test_the_runs_table_shows_a_running_and_a_finished_run(finished, tmp_path):
 
 
 def test_html_is_escaped(tmp_path):
-    folder = tmp_path / "x"
+    folder = tmp_path / "x <i>#1?"
     folder.mkdir()
     evil = "<script>alert(1)</script>"
     (folder / "manifest.json").write_text(json.dumps({"format": "tunesmith-run", "status": "failed", "method": evil,
                                                       "error": evil, "model": evil}))
     app, c = client(tmp_path)
-    for path in ("/", "/run/0/x"):
-        text = c.get(path, headers=AUTH).text
-        assert evil not in text and "&lt;script&gt;" in text
+    for path in ("/", "/run/0/x%20%3Ci%3E%231%3F"):
+        r = c.get(path, headers=AUTH)
+        assert r.status_code == 200 and evil not in r.text and "&lt;script&gt;" in r.text and "<i>" not in r.text
+    assert 'href="/run/0/x%20%3Ci%3E%231%3F"' in c.get("/", headers=AUTH).text
 
 
 def test_compare_two_runs_and_refuse_other_eval_data(finished):

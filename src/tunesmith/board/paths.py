@@ -68,16 +68,20 @@ class Roots:
 
 
 def check_rel(rel: str) -> list[str]:
-    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel or rel.startswith("/"):
+    """The parts of a path inside a run directory: no absolute path, no `..` or `.`, no empty part, no backslash,
+    not the board's own folder."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel or rel.startswith("/") or len(rel) > 1000:
         raise OutsideRoots(f"{str(rel)[:200]!r} is not a path inside a run directory")
     parts = rel.split("/")
-    for part in parts:
-        if not NAME.fullmatch(part) or part in (".", ".."):
-            raise OutsideRoots(f"{rel[:200]!r}: {part[:60]!r} is not a plain folder name (letters, digits, . _ -)")
+    if any(part in ("", ".", "..") for part in parts) or parts[0] == BOARD_DIR:
+        raise OutsideRoots(f"{rel[:200]!r} is not a path inside a run directory (no `..`, `.` or empty parts)")
     return parts
 
 
 def check_name(name: str) -> str:
-    """A new run's name: plain folder names joined by /."""
-    check_rel(name)
+    """A new run's name: plain folder names (letters, digits, . _ -) joined by /."""
+    parts = check_rel(name)
+    for part in parts:
+        if not NAME.fullmatch(part):
+            raise OutsideRoots(f"{name[:200]!r}: {part[:60]!r} is not a plain folder name (letters, digits, . _ -)")
     return name
