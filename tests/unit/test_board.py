@@ -92,7 +92,7 @@ def test_every_route_needs_the_token(finished):
         path = route.path.replace("{root}", "0").replace("{rel:path}", "a").replace("{name}", "board.js")
         for method in route.methods:
             for headers in ({}, {"Authorization": "token wrong"}):
-                r = c.request(method, path, headers=headers, cookies={"board_token": "wrong"} if headers else {})
+                r = c.request(method, path, headers=headers, cookies={"board_token_80": "wrong"} if headers else {})
                 assert r.status_code == 403, (method, path)
                 assert "lora" not in r.text and "accuracy" not in r.text
     assert c.get("/x", params={"token": "nope"}).status_code == 403

@@ -65,9 +65,14 @@ def create_app(run_dirs, token: str | None = None, configs_dir: Path | None = No
     return app
 
 
+def cookie_name(request: Request) -> str:
+    """One cookie per port: browsers share cookies across the ports of a host, so two boards keep theirs apart."""
+    return f"{COOKIE}_{request.url.port or 80}"
+
+
 def given_token(request: Request) -> str:
     auth = request.headers.get("authorization", "")
-    return (request.query_params.get("token") or request.cookies.get(COOKIE)
+    return (request.query_params.get("token") or request.cookies.get(cookie_name(request))
             or (auth[6:] if auth.lower().startswith("token ") else ""))
 
 
@@ -80,7 +85,7 @@ async def guard(request: Request, call_next):
     elif "token" in request.query_params and request.method == "GET":  # keep the token out of the address bar
         query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
         response = RedirectResponse(request.url.path + (f"?{query}" if query else ""), status_code=303)
-        response.set_cookie(COOKIE, expected, httponly=True, samesite="strict",
+        response.set_cookie(cookie_name(request), expected, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https")
     else:
         response = await call_next(request)
