@@ -17,7 +17,7 @@ from tunesmith.board.launch import shipped_configs
 from tunesmith.runs.folder import run_marker
 
 RESTARTABLE = ("stopped", "unfinished", "failed")  # shown as starting while the board's resume process loads
-STREAM_SECONDS = 30
+STREAM_SECONDS = 10  # a Ctrl-C waits at most this long for an open page's stream
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 FIELDS = (("train.max_steps", "max steps"), ("train.learning_rate", "learning rate"),
           ("train.num_train_epochs", "epochs"), ("train.save_steps", "checkpoint every N steps"),
