@@ -10,7 +10,7 @@ from tunesmith.config import RunConfig, load_config
 from tunesmith.data.inspect import describe_example
 from tunesmith.errors import TunesmithError, raise_if
 from tunesmith.eval import benchmarks
-from tunesmith.hardware import resolve_bf16
+from tunesmith.hardware import gpu_setting_problems, resolve_bf16
 from tunesmith.methods.registry import METHODS
 from tunesmith.modeling import load_causal_lm
 from tunesmith.objectives.registry import OBJECTIVES
@@ -220,7 +220,7 @@ def check_processes(cfg, nproc: int) -> None:
     """Refuse what would not train as one model on N processes (all nodes together), before anything starts."""
     if nproc < 1:
         raise TunesmithError(f"--nproc {nproc}: give 1 or more processes")
-    problems = check_engine(cfg.train)
+    problems = check_engine(cfg.train) + gpu_setting_problems(cfg.model, cfg.train)
     if problems:
         raise TunesmithError("; ".join(problems))
     if nproc == 1:

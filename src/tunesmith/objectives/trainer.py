@@ -53,6 +53,7 @@ def training_arguments(cfg, out_dir: Path, objective, **more):
         report_to="none",  # the trackers of train.report_to come as callbacks (tunesmith.report.tracking)
         **({} if "run_name" in t.extra else {"run_name": Path(out_dir).name.removesuffix(".partial")}),  # the tracker run
         **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
+        **({"use_liger_kernel": True} if t.use_liger_kernel else {}),  # checked first: hardware.gpu_setting_problems
         # --nproc: every trainable parameter takes part in each forward pass, so DDP need not search for unused
         # ones (an extra pass over the autograd graph per step); train.extra can turn the search back on
         **({"ddp_find_unused_parameters": False} if world_size() > 1 else {}),
