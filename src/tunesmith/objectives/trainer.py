@@ -71,7 +71,7 @@ def build_trainer(model, tokenizer, prep, cfg, out_dir: Path, callbacks=(), coll
     objective, task = prep.objective, prep.task
     compute_metrics = objective.compute_metrics(task) if objective.compute_metrics else None
     use_eval = cfg.train.eval_strategy != "no"
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=training_arguments(cfg, out_dir, objective, **more),
         train_dataset=model_inputs(prep.features["train"]),
@@ -81,6 +81,12 @@ def build_trainer(model, tokenizer, prep, cfg, out_dir: Path, callbacks=(), coll
         compute_metrics=compute_metrics,
         callbacks=list(callbacks),
     )
+    if objective.model_kind == "classify":
+        # A classification head's loss is the batch mean and ignores num_items_in_batch, but its forward takes
+        # **kwargs, so the Trainer would treat it as a token-count loss: multiply it by the number of processes
+        # (--nproc 2 trained on twice the gradient) and skip the division by gradient_accumulation_steps.
+        trainer.model_accepts_loss_kwargs = False
+    return trainer
 
 
 # ---------------------------------------------------------------------------------------------
