@@ -163,7 +163,7 @@ def _resume(run_dir, config, overrides, trust_remote_code: bool, nproc: int = 1,
     if distributed.launched():  # rank 0 checks and trims the stopped run; every rank reads its config
         folder, checkpoint = map(Path, distributed.on_rank0(lambda: _stopped(run_dir, processes)))
     else:
-        folder, checkpoint = _stopped(run_dir, processes, trim=writer)
+        folder, checkpoint = map(Path, _stopped(run_dir, processes, trim=writer))
     cfg = load_config(folder / "config.yaml")
     plan, bf16 = OutputPlan(Path(run_dir), folder), resolve_bf16(cfg.train)
     if distributed.launched():
