@@ -10,12 +10,12 @@ from tunesmith.config import RunConfig, load_config
 from tunesmith.data.inspect import describe_example
 from tunesmith.errors import TunesmithError, raise_if
 from tunesmith.eval import benchmarks
-from tunesmith.hardware import resolve_bf16
+from tunesmith.hardware import gpu_setting_problems, resolve_bf16
 from tunesmith.methods.registry import METHODS
 from tunesmith.modeling import load_causal_lm
 from tunesmith.objectives.registry import OBJECTIVES
 from tunesmith.objectives.trainer import check_engine
-from tunesmith.runs import Run, load_run, plan_output
+from tunesmith.runs import OutputPlan, Run, load_run, plan_output
 from tunesmith.runs.start import is_run_folder
 from tunesmith.training import distributed
 from tunesmith.training.prepare import Prepared
@@ -112,44 +112,82 @@ def read_inputs(config, cfg: RunConfig) -> list[Path]:
 
 
 def train(config=None, *, out: str | Path | None = None, overwrite: bool = False, overrides: dict | list | None = None,
-          trust_remote_code: bool = False, resume: str | Path | None = None, nproc: int = 1, **kwargs) -> Run:
+          trust_remote_code: bool = False, resume: str | Path | None = None, nproc: int = 1, nnodes: int = 1,
+          node_rank: int = 0, master_addr: str | None = None, master_port: int | None = None, **kwargs) -> Run | None:
     """Train a model from a config path, dict or RunConfig; returns the finished Run.
 
     An existing run folder is replaced only with `overwrite`, only if tunesmith wrote it, and only once the new
     run has finished (it is written beside it and swapped in). `trust_remote_code` lets a model's own Python code
     run (the config's model.trust_remote_code alone never does). `resume`: a stopped run's folder, continued from
     its last complete checkpoint with the config it started with (train.save_steps writes checkpoints). `nproc`:
-    data-parallel training on that many processes (tunesmith.training.distributed)."""
-    distributed.refuse_foreign_launch()
+    data-parallel training on that many processes, on `nnodes` nodes with `node_rank`, `master_addr`, `master_port`
+    (tunesmith.training.distributed). Started by a launcher (torchrun, accelerate launch), every process calls
+    train: rank 0 plans and writes the run folder and returns the Run, the others train and return None."""
+    distributed.check_launch(nproc, nnodes)
+    nodes = distributed.check_nodes(nnodes, node_rank, master_addr, master_port)
     if resume is not None:
-        return _resume(resume, config, overrides, trust_remote_code, nproc)
+        return _resume(resume, config, overrides, trust_remote_code, nproc, nodes)
     cfg = load_config(config, overrides if isinstance(overrides, list) else _overrides(overrides, kwargs))
     bf16 = resolve_bf16(cfg.train)  # true on hardware without native bf16 stops here, before anything loads
-    check_processes(cfg, nproc)
-    plan = plan_output(Path(out) if out else default_run_dir(config), overwrite=overwrite, protected=read_inputs(config, cfg))
-    if nproc > 1:
-        return Run(distributed.launch(cfg, plan, bf16, nproc, trust_remote_code), trust_remote_code=trust_remote_code)
-    return train_run(cfg, plan, bf16, trust_remote_code=trust_remote_code)
+    check_processes(cfg, max(nproc * nnodes, distributed.world_size()))
+    target = Path(out) if out else default_run_dir(config)
+
+    def plan():
+        return plan_output(target, overwrite=overwrite, protected=read_inputs(config, cfg))
+
+    if distributed.launched():  # rank 0 plans, every rank trains, rank 0 writes and swaps
+        return _ranked(train_run, cfg, distributed.on_rank0(plan, cfg.train.use_cpu), bf16, trust_remote_code=trust_remote_code)
+    if nproc > 1 or nodes:
+        writer = not nodes or nodes["node_rank"] == 0  # another node's starting process never touches the folder
+        folder = distributed.launch(cfg, plan() if writer else OutputPlan(target, target), bf16, nproc, trust_remote_code,
+                                    nodes=nodes)
+        return Run(folder, trust_remote_code=trust_remote_code) if writer else None
+    return train_run(cfg, plan(), bf16, trust_remote_code=trust_remote_code)
 
 
-def _resume(run_dir, config, overrides, trust_remote_code: bool, nproc: int = 1) -> Run:
-    from tunesmith.runs import OutputPlan
-    from tunesmith.runs.resume import stopped_run, trim_metrics
+def _ranked(fn, *args, **kwargs):
+    """fn under a launcher: a TunesmithError names the rank it happened on (the launcher stops the others)."""
+    try:
+        return fn(*args, **kwargs)
+    except TunesmithError as err:
+        if str(err).startswith("(rank "):
+            raise
+        raise TunesmithError(f"(rank {distributed.rank()} of {distributed.world_size()}) {err}") from None
 
+
+def _resume(run_dir, config, overrides, trust_remote_code: bool, nproc: int = 1, nodes: dict | None = None) -> Run | None:
     if config is not None or overrides:
         raise TunesmithError("--resume continues a stopped run with the config it started with; give only the run "
                              "folder (no config, no overrides)")
+    writer = not nodes or nodes["node_rank"] == 0
+    processes = max(nproc * (nodes or {}).get("nnodes", 1), distributed.world_size())
+    if distributed.launched():  # rank 0 checks and trims the stopped run; every rank reads its config
+        folder, checkpoint = map(Path, distributed.on_rank0(lambda: _stopped(run_dir, processes)))
+    else:
+        folder, checkpoint = map(Path, _stopped(run_dir, processes, trim=writer))
+    cfg = load_config(folder / "config.yaml")
+    plan, bf16 = OutputPlan(Path(run_dir), folder), resolve_bf16(cfg.train)
+    if distributed.launched():
+        return _ranked(train_run, cfg, plan, bf16, trust_remote_code=trust_remote_code, checkpoint=checkpoint)
+    if nproc > 1 or nodes:
+        folder = distributed.launch(cfg, plan, bf16, nproc, trust_remote_code, checkpoint, nodes=nodes)
+        return Run(folder, trust_remote_code=trust_remote_code) if writer else None
+    return train_run(cfg, plan, bf16, trust_remote_code=trust_remote_code, checkpoint=checkpoint)
+
+
+def _stopped(run_dir, processes: int, trim: bool = True) -> tuple[str, str]:
+    """The stopped run's folder and checkpoint, checked; its metrics trimmed to the checkpoint (by one process)."""
+    from tunesmith.runs.resume import stopped_run, trim_metrics
+
     folder, checkpoint = stopped_run(run_dir)
     cfg = load_config(folder / "config.yaml")
     if METHODS[cfg.method.name].fit:
         raise TunesmithError(f"--resume: method {cfg.method.name!r} trains without checkpoints; train it again with --overwrite")
-    check_processes(cfg, nproc)  # before anything in the folder changes
-    trim_metrics(folder, int(checkpoint.name.split("-")[-1]))
-    log.info("Resuming %s from %s", folder, checkpoint.name)
-    plan, bf16 = OutputPlan(Path(run_dir), folder), resolve_bf16(cfg.train)
-    if nproc > 1:
-        return Run(distributed.launch(cfg, plan, bf16, nproc, trust_remote_code, checkpoint), trust_remote_code=trust_remote_code)
-    return train_run(cfg, plan, bf16, trust_remote_code=trust_remote_code, checkpoint=checkpoint)
+    check_processes(cfg, processes)  # before anything in the folder changes
+    if trim:
+        trim_metrics(folder, int(checkpoint.name.split("-")[-1]))
+        log.info("Resuming %s from %s", folder, checkpoint.name)
+    return str(folder), str(checkpoint)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,10 +218,10 @@ def bench(model_or_run, tasks, limit: int | None = None, shots: int = 0, batch_s
 
 
 def check_processes(cfg, nproc: int) -> None:
-    """Refuse what would not train as one model on N processes, before anything starts."""
+    """Refuse what would not train as one model on N processes (all nodes together), before anything starts."""
     if nproc < 1:
         raise TunesmithError(f"--nproc {nproc}: give 1 or more processes")
-    problems = check_engine(cfg.train)
+    problems = check_engine(cfg.train) + gpu_setting_problems(cfg.model, cfg.train)
     if problems:
         raise TunesmithError("; ".join(problems))
     if nproc == 1:

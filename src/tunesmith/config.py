@@ -26,8 +26,12 @@ from tunesmith.sweep_config import SweepConfig
 class ModelConfig(Section):
     name: str = Field(description="Offline catalog name (see `tunesmith assets`), local folder, or hub id.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "float32", description="Weights dtype when loading. float32 trains safely everywhere."
+        "float32", description="Weights dtype when loading. float32 trains safely everywhere; auto: bfloat16 on a "
+        "CUDA GPU that computes bf16 natively, float32 elsewhere (the choice is logged)."
     )
+    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] | None = Field(
+        None, description="The attention kernel (transformers' attn_implementation); none: transformers' default "
+        "for the model. flash_attention_2 needs a CUDA GPU and the flash_attn package.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
     trust_remote_code: bool = False
     keep_layers: list[int] | None = Field(
@@ -174,6 +178,9 @@ class TrainConfig(Section):
     logits_at_labels: bool = Field(True, description="sft: compute the output layer and the loss only at the response "
                                    "positions, not at every position (same loss, less work).")
     use_cpu: bool = False
+    use_liger_kernel: bool = Field(False, description="Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, cross "
+                                   "entropy) through the Trainer's use_liger_kernel; needs a CUDA GPU and the "
+                                   "liger-kernel package.")
     save_steps: int | None = Field(
         None, gt=0, description="Write a checkpoint every N optimizer steps (model or adapter, optimizer, scheduler, "
         "RNG, data position), so that `tunesmith train --resume RUN_DIR` continues a stopped run from it.")

@@ -101,6 +101,49 @@ def resolve_bf16(train_cfg) -> bool:
     return on
 
 
+# ---------------------------------------------------------------------------------------------
+# GPU settings: model.dtype auto, model.attn_implementation, train.use_liger_kernel
+
+
+def resolve_dtype(dtype: str, use_cpu: bool = False, announce: bool = True) -> str:
+    """The weights dtype a run loads: model.dtype as given; 'auto' -> bfloat16 on a CUDA GPU that computes bf16
+    natively, float32 elsewhere (a CPU keeps float32 weights even with native bf16: train.bf16 autocasts there)."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    gpu = torch.cuda.is_available() and not use_cpu
+    native, why = native_bf16(use_cpu) if gpu else (False, "training on CPU")
+    dtype = "bfloat16" if gpu and native else "float32"
+    if announce:
+        log.info("model.dtype: auto -> %s (%s)", dtype, why)
+    return dtype
+
+
+def gpu_setting_problems(model_cfg, train_cfg) -> list[str]:
+    """model.attn_implementation and train.use_liger_kernel on this machine: each problem names the key and the fix."""
+    import importlib.util
+
+    import torch
+
+    gpu = torch.cuda.is_available() and not train_cfg.use_cpu
+    problems = []
+    if model_cfg.attn_implementation == "flash_attention_2":
+        missing = [what for what, ok in (("a CUDA GPU (this machine trains on CPU)", gpu),
+                                         ("the flash_attn package (pip install flash-attn)",
+                                          importlib.util.find_spec("flash_attn") is not None)) if not ok]
+        if missing:
+            problems.append(f"model.attn_implementation: flash_attention_2 needs {' and '.join(missing)}; use sdpa "
+                            "(PyTorch's fused attention, on CPU and GPU) or leave it unset")
+    if train_cfg.use_liger_kernel:
+        missing = [what for what, ok in (("a CUDA GPU (its kernels are Triton's; this machine trains on CPU)", gpu),
+                                         ("the liger-kernel package (pip install liger-kernel)",
+                                          importlib.util.find_spec("liger_kernel") is not None)) if not ok]
+        if missing:
+            problems.append(f"train.use_liger_kernel: true needs {' and '.join(missing)}; set it to false here")
+    return problems
+
+
 def machine(bf16: bool, dtype: str = "float32") -> dict:
     """What a run's figures were measured on, for manifest.json and the reports: the CPU (name and the vector
     capability torch uses: AVX2, AVX512, AMX...; which bf16 it computes natively), threads, the GPU if one is used,

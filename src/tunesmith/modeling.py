@@ -12,10 +12,13 @@ log = logging.getLogger("tunesmith")
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # model.dtype values; torch dtypes by name
 
 
-def torch_dtype(name: str):
+def torch_dtype(name: str, announce: bool = False):
+    """A model.dtype as torch's ('auto' resolved for this machine: tunesmith.hardware.resolve_dtype)."""
     import torch
 
-    return "auto" if name == "auto" else getattr(torch, name)
+    from tunesmith.hardware import resolve_dtype
+
+    return getattr(torch, resolve_dtype(name, announce=announce))
 
 
 def device():
@@ -61,24 +64,30 @@ def load_tokenizer(model_cfg, path: str | None = None, *, trust_remote_code: boo
 
 
 def load_model(model_cfg, kind: str, *, path: str | None = None, trust_remote_code: bool = False, **kwargs):
-    """Load a model for `kind` ('classify' -> sequence classification, else causal LM)."""
+    """Load a model for `kind` ('classify' -> sequence classification, else causal LM), in model.dtype ('auto'
+    resolved for this machine) with model.attn_implementation if set."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     cls = AutoModelForSequenceClassification if kind == "classify" else AutoModelForCausalLM
     trusted = remote_code(model_cfg, trust_remote_code)
     base = path is None  # model.keep_layers cuts the base; a saved model (path) was saved cut
     path = path or model_path(model_cfg, trust_remote_code=trusted)
+    attention = {"attn_implementation": model_cfg.attn_implementation} if model_cfg.attn_implementation else {}
     try:
         model, info = cls.from_pretrained(
             path,
-            dtype=torch_dtype(model_cfg.dtype),
+            dtype=torch_dtype(model_cfg.dtype, announce=True),
+            **attention,
             revision=model_cfg.revision,
             trust_remote_code=trusted,
             output_loading_info=True,
             **hub_access(path, model_cfg.revision),
             **kwargs,
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ImportError) as err:
+        if attention and ("attn" in str(err).lower() or "attention" in str(err).lower()):
+            raise TunesmithError(f"model.attn_implementation: {model_cfg.attn_implementation} cannot load {path!r} "
+                                 f"({err}); use sdpa or eager, or leave it unset") from None
         raise TunesmithError(f"model.name: could not load {path!r} as {cls.__name__} ({err})") from None
     if info.get("missing_keys"):
         log.debug("Newly initialized (not in the checkpoint): %s", ", ".join(sorted(info["missing_keys"])))

@@ -49,13 +49,6 @@ def test_refused_where_it_would_train_copies(tmp_path, make_config, tiny_bert, s
     assert not (tmp_path / "f").exists()
 
 
-def test_a_foreign_launcher_is_refused(monkeypatch, tmp_path, make_config, tiny_llama, text_file):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "1")
-    with pytest.raises(TunesmithError, match="start it once with --nproc N"):
-        api.train(_config(make_config, tiny_llama, text_file, 2), out=tmp_path / "x")
-
-
 def test_fsdp_and_zero_resolve_to_accelerate_settings(tiny_llama, text_file, make_config):
     """The GPU configs are checked here on CPU: what they hand to the Trainer, and so to accelerate's plugins."""
     from tunesmith.config import load_config

@@ -181,6 +181,8 @@ def sweep(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Sweep folder (default runs/sweep-<config stem>); run the sweep again to continue it."),
     trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials to finish (default: sweep.trials)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    workers: int = typer.Option(1, "--workers", min=1, help="Trials that train at once on this machine (the cores are split between them)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Keep the study in shared storage: a journal file on a filesystem every machine sees (e.g. /shared/sweep.journal), or an RDB URL (postgresql://..., mysql://..., sqlite:///...). A sweep started elsewhere with the same --storage and folder name joins it."),
 ):
     """Search hyperparameters with Optuna: each trial a run in its own process; writes sweep.json and sweep.html."""
     start(config=config)
@@ -199,9 +201,9 @@ def sweep(
                 bar.update(task, total=total, completed=done, description=f"trial {number} ({done + 1}/{total})")
 
             summary = call(run_sweep, config, out=out, trials=trials, progress=progress,
-                           trust_remote_code=trust_remote_code)
+                           trust_remote_code=trust_remote_code, workers=workers, storage=storage)
     except KeyboardInterrupt:
-        err_console.print("sweep interrupted; the trial in flight will be retried: run the same command to continue",
+        err_console.print(f"sweep interrupted; the trial{'s' if workers > 1 else ''} in flight will be retried: run the same command to continue",
                           highlight=False)
         raise typer.Exit(130) from None
     best, keys = (summary["best"] or {}).get("number"), list(summary["parameters"])

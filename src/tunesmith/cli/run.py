@@ -4,6 +4,7 @@ tunesmith.api, print with rich."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -25,7 +26,11 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder that tunesmith wrote, once the new run has finished."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a stopped run from its last complete checkpoint (train.save_steps)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-    nproc: int = typer.Option(1, "--nproc", help="Data-parallel training on N processes (per_device_train_batch_size each; gloo on CPU)."),
+    nproc: int = typer.Option(1, "--nproc", help="Data-parallel training on N processes (per_device_train_batch_size each; gloo on CPU). Under torchrun or accelerate launch leave it out: the launcher starts the processes."),
+    nnodes: int = typer.Option(1, "--nnodes", help="Nodes that train together (each runs this command with its --node-rank; the run folder is written from node 0)."),
+    node_rank: int = typer.Option(0, "--node-rank", help="This node's number, 0 to --nnodes minus 1."),
+    master_addr: Optional[str] = typer.Option(None, "--master-addr", help="Node 0's address, reachable from every node (with --nnodes above 1)."),
+    master_port: Optional[int] = typer.Option(None, "--master-port", help="A free port on node 0, the same on every node (with --nnodes above 1)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Train: evaluate the base model, tune it, evaluate the tuned model, write the run folder."""
@@ -33,9 +38,15 @@ def train(
         call(fail, "train: give a config (e.g. configs/sentiment-lora.yaml), or --resume RUN_DIR to continue a stopped run")
     start(verbose, config=None if resume else config, overrides=overrides)
     import tunesmith.api as api
+    from tunesmith.hardware import rank
 
+    if rank() != 0:  # one of several processes under torchrun / accelerate launch: rank 0 logs and prints
+        logging.getLogger("tunesmith").setLevel(logging.WARNING)
     run = call(api.train, config, out=out, overwrite=overwrite, overrides=list(overrides or []),
-               trust_remote_code=trust_remote_code, resume=resume, nproc=nproc)
+               trust_remote_code=trust_remote_code, resume=resume, nproc=nproc, nnodes=nnodes, node_rank=node_rank,
+               master_addr=master_addr, master_port=master_port)
+    if run is None:  # another rank, or another node: rank 0 of node 0 wrote the run folder and prints it
+        return
     results, m = run.results, run.manifest
     print_probes(results.get("probes", {}))
     print_side_by_side(results, title=f"{m['method']} / {m['objective']} on {m['model']}: base vs tuned ({m['eval_examples']} eval examples)")

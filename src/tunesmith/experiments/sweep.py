@@ -6,7 +6,13 @@ count toward the number asked for, and a trial that a stopped sweep left running
 parameters are tried again as a new trial (sweep_study). With `pruning: true` the sweep reads each trial's
 metrics.jsonl while it trains (metrics_tail) and stops a trial whose eval metric is worse than the median of
 earlier trials at the same step. sweep.json and sweep.html are made from the study and the run folders
-(sweep_report). The section itself and its checks are in tunesmith.sweep_config. The trials do the training; this
+(sweep_report). The section itself and its checks are in tunesmith.sweep_config.
+
+`workers`: N trials train at once on this machine (threads in this process, each waiting on its trial's process;
+the cores are split between them through OMP_NUM_THREADS). `storage`: the study in shared storage (a journal file
+or an RDB URL, sweep_study.study_storage), so that sweeps started on several machines with the same --storage and
+sweep folder name join one study; a worker never asks for a trial the study does not need (finished plus training
+trials reach the number asked for), and one that lost a race for the last trial gives it back unrun ("surplus"). The trials do the training; this
 process loads no model (it reads the data once, to check that a continued sweep's trials trained on today's data).
 """
 
@@ -16,6 +22,7 @@ import copy
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -34,12 +41,14 @@ log = logging.getLogger("tunesmith")
 
 POLL_SECONDS = 1.0  # how often a training trial's metrics.jsonl is read
 MAX_FAILURES_IN_A_ROW = 3  # then the sweep stops: the config, not the parameters, is likely at fault
-SWEEP_ENTRIES = {"configs", "trials", "logs", "plots", "sweep.db", "sweep.db-journal", "sweep.json", "sweep.html"}
+SWEEP_ENTRIES = {"configs", "trials", "logs", "plots", "sweep.db", "sweep.db-journal", "sweep.json", "sweep.html",
+                 "sweep.journal", "sweep.journal.lock"}
 
 
 def sweep(config, *, out: str | Path | None = None, trials: int | None = None, progress=None,
-          trust_remote_code: bool = False) -> dict:
-    """Run trials until `trials` (else sweep.trials) have finished, then write sweep.json and sweep.html."""
+          trust_remote_code: bool = False, workers: int = 1, storage: str | None = None) -> dict:
+    """Run trials until `trials` (else sweep.trials) have finished, `workers` at a time, then write sweep.json and
+    sweep.html. `storage`: a journal file or RDB URL that workers on other machines share (see the module)."""
     from tunesmith.config import load_config, read_yaml
 
     raw = read_yaml(config) if isinstance(config, (str, Path)) else copy.deepcopy(config)
@@ -48,31 +57,124 @@ def sweep(config, *, out: str | Path | None = None, trials: int | None = None, p
         raise TunesmithError("sweep: the config has no sweep: section; add one naming the keys to search, e.g. "
                              "sweep: {parameters: {train.learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}}, trials: 8} "
                              "(see configs/sweep-sentiment-lora.yaml)")
+    if workers < 1:
+        raise TunesmithError(f"--workers {workers}: give 1 or more trials to train at once")
     s, wanted = cfg.sweep, trials or cfg.sweep.trials
     out = Path(out) if out else default_folder(config)
     check_command_folder(out, "sweep", entries=SWEEP_ENTRIES, example="runs/sweep-mine")
     for sub in ("configs", "trials", "logs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     metric, direction = resolve_metric(cfg)
-    study = open_study(out, cfg, metric, direction, wanted, base=cfg.model_dump(mode="json", exclude={"sweep", "compare"}))
+    study = open_study(out, cfg, metric, direction, wanted, base=cfg.model_dump(mode="json", exclude={"sweep", "compare"}),
+                       storage=storage)
     fingerprints: dict = {}  # the data's, by config: read once however many trials share it
-    recover(study, out, metric, trust_remote_code, fingerprints)
+    recover(study, out, metric, trust_remote_code, fingerprints, shared=storage is not None)
     if len(counted(study)) < wanted:
         check_trial_data(study, out, trust_remote_code, fingerprints)
     base = {k: v for k, v in raw.items() if k not in ("sweep", "compare")}
-    failed_in_a_row = []
-    while (done := len(counted(study))) < wanted:
-        trial = study.ask()
-        if progress:
-            progress(done, wanted, trial.number)
-        error = run_trial(study, trial, base, s, out, metric, trust_remote_code)
-        failed_in_a_row = [*failed_in_a_row, (trial.number, error)] if error else []
-        if len(failed_in_a_row) >= MAX_FAILURES_IN_A_ROW:
-            write_reports(study, out, cfg, metric, direction, wanted, config)
-            numbers = ", ".join(str(n) for n, _ in failed_in_a_row)
-            raise TunesmithError(f"sweep: trials {numbers} failed one after the other; the last: {error}. See "
-                                 f"{out / 'logs'}/<trial>.log, fix the config and run the sweep again (finished trials are kept)")
+    pool = Pool(study, wanted, shared=storage is not None, recover=lambda: recover(
+        study, out, metric, trust_remote_code, fingerprints, shared=True))
+    run = lambda: work(pool, base, s, out, metric, trust_remote_code, progress)  # noqa: E731
+    if workers == 1:
+        run()
+    else:
+        in_parallel(run, workers, pool)
+    if pool.error:
+        write_reports(study, out, cfg, metric, direction, wanted, config)
+        raise TunesmithError(pool.error)
     return write_reports(study, out, cfg, metric, direction, wanted, config)
+
+
+class Stopped(Exception):
+    """The sweep is stopping (Ctrl-C, or trials failing one after the other): a worker's trial ends unfinished."""
+
+
+class Pool:
+    """What the workers of one sweep share: the study, the count asked for, the failures in a row, the stop flag."""
+
+    def __init__(self, study, wanted: int, shared: bool, recover):
+        self.study, self.wanted, self.shared, self.recover = study, wanted, shared, recover
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.failed_in_a_row: list = []
+        self.error: str | None = None
+
+    def next_trial(self):
+        """A new trial while the study needs one (finished plus training trials below the number asked for); None
+        once enough have finished or the sweep stops. Waits while the trials in flight may be the last ones."""
+        from optuna.trial import TrialState
+
+        while not self.stop.is_set():
+            with self.lock:
+                done = len(counted(self.study))
+                if done >= self.wanted:
+                    return None
+                running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if done + len(running) < self.wanted:
+                    trial = self.study.ask()
+                    ahead = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                             if t.number < trial.number]
+                    if len(counted(self.study)) + len(ahead) < self.wanted:
+                        return trial
+                    # a worker elsewhere asked at the same moment for the last trial needed: give this one back unrun
+                    trial.set_user_attr("surplus", True)
+                    self.study.tell(trial, state=TrialState.FAIL)
+                    if "fixed_params" in trial.system_attrs:
+                        self.study.enqueue_trial(trial.params)
+                elif self.shared:
+                    self.recover()  # a worker on this machine that was killed: its trial is trained again
+            self.stop.wait(POLL_SECONDS)
+        return None
+
+    def ended(self, number: int, error: str | None, log_dir: Path) -> None:
+        with self.lock:
+            self.failed_in_a_row = [*self.failed_in_a_row, (number, error)] if error else []
+            if len(self.failed_in_a_row) >= MAX_FAILURES_IN_A_ROW and not self.error:
+                numbers = ", ".join(str(n) for n, _ in self.failed_in_a_row)
+                self.error = (f"sweep: trials {numbers} failed one after the other; the last: {error}. See "
+                              f"{log_dir}/<trial>.log, fix the config and run the sweep again (finished trials are kept)")
+                self.stop.set()
+
+
+def work(pool: Pool, base: dict, s: SweepConfig, out: Path, metric: str, trust_remote_code: bool, progress) -> None:
+    """One worker: trials one after the other, while the study needs them."""
+    while (trial := pool.next_trial()) is not None:
+        if progress:
+            progress(len(counted(pool.study)), pool.wanted, trial.number)
+        error = run_trial(pool.study, trial, base, s, out, metric, trust_remote_code, pool.stop)
+        pool.ended(trial.number, error, out / "logs")
+
+
+def in_parallel(run, workers: int, pool: Pool) -> None:
+    """`run` on `workers` threads, the cores split between their trials' processes; Ctrl-C stops every trial in
+    flight (each is marked interrupted and its parameters queued, as with one worker) and is raised here."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = before or str(threads)
+    log.info("sweep: %d workers, %s threads each (OMP_NUM_THREADS)", workers, os.environ["OMP_NUM_THREADS"])
+
+    def guarded():
+        try:
+            run()
+        except Stopped:
+            pass
+
+    pending = [threading.Thread(target=guarded, name=f"sweep-worker-{i}", daemon=True) for i in range(workers)]
+    try:
+        for i, thread in enumerate(pending):
+            thread.start()
+            if i < workers - 1:
+                time.sleep(0.2)  # the first asks first: trial numbers follow the order the workers start
+        while any(t.is_alive() for t in pending):
+            for thread in pending:
+                thread.join(timeout=0.2)
+    except BaseException:
+        pool.stop.set()
+        for thread in pending:
+            thread.join()
+        raise
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
 
 
 def default_folder(config) -> Path:
@@ -81,7 +183,8 @@ def default_folder(config) -> Path:
     return Path("runs") / (stem if stem.startswith("sweep") else f"sweep-{stem}")
 
 
-def run_trial(study, trial, base: dict, s: SweepConfig, out: Path, metric: str, trust_remote_code: bool) -> str | None:
+def run_trial(study, trial, base: dict, s: SweepConfig, out: Path, metric: str, trust_remote_code: bool,
+              stop: threading.Event | None = None) -> str | None:
     """Sample the trial's parameters, write its config, train it in its own process and tell the study how it
     went. Returns the error of a failed trial, else None."""
     from optuna.trial import TrialState
@@ -102,7 +205,7 @@ def run_trial(study, trial, base: dict, s: SweepConfig, out: Path, metric: str, 
         config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"sweep", "compare"}),
                                               sort_keys=False, allow_unicode=True))
         try:
-            state, error = train_trial(trial, config_path, run_dir, log_path, metric, s.pruning, trust_remote_code)
+            state, error = train_trial(trial, config_path, run_dir, log_path, metric, s.pruning, trust_remote_code, stop)
         except BaseException:  # Ctrl-C: the trial's process is stopped; the next sweep trains its parameters again
             trial.set_user_attr("interrupted", True)
             study.tell(trial, state=TrialState.FAIL)
@@ -135,7 +238,7 @@ def suggest(trial, key: str, p: SweepParameter):
 
 
 def train_trial(trial, config_path: Path, run_dir: Path, log_path: Path, metric: str, pruning: bool,
-                trust_remote_code: bool) -> tuple[str, str | None]:
+                trust_remote_code: bool, stop: threading.Event | None = None) -> tuple[str, str | None]:
     """Run `tunesmith train` for one trial in its own process; while it trains, report its eval metric to the
     trial and stop it when the pruner says so. Returns ('complete' | 'pruned' | 'fail', error)."""
     # A run written over an existing folder is written beside it first (tunesmith.runs.folder.plan_output).
@@ -143,6 +246,8 @@ def train_trial(trial, config_path: Path, run_dir: Path, log_path: Path, metric:
     evals = EvalLines(written / "metrics.jsonl", "eval_" + metric.removeprefix("eval_"))
 
     def prune() -> bool:  # each new evaluation goes to the trial; the pruner may stop it
+        if stop is not None and stop.is_set():
+            raise Stopped  # the trial's process is stopped; run_trial marks it interrupted
         for step, value in evals.new():
             trial.report(value, step)
             if pruning and trial.should_prune():

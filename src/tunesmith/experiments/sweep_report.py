@@ -28,6 +28,8 @@ def summarize(study, out: Path, cfg, metric: str, direction: str, wanted: int, c
     parameters = cfg.sweep.parameters
     rows = []
     for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("surplus"):  # asked for by a worker that lost the race for the last trial; never ran
+            continue
         run_dir = out / "trials" / str(t.number)
         manifest = _read(run_dir / "manifest.json")
         error = t.user_attrs.get("error") or (

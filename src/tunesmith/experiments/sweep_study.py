@@ -1,4 +1,5 @@
-"""A sweep's Optuna study in <out>/sweep.db: made on first use, refused when it was made for another search or its
+"""A sweep's Optuna study in <out>/sweep.db (or in shared storage: `--storage` a journal file on a filesystem several
+machines see, or an RDB URL; workers on each machine join the study named after the sweep folder): made on first use, refused when it was made for another search or its
 trials trained on other data than the config reads now, and continued after a stop (a trial that a stopped sweep
 left running gets its result if its run finished, else it is marked failed and its parameters queued again)."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 from pathlib import Path
 
@@ -20,7 +22,27 @@ STUDY = "tunesmith-sweep"  # one study per sweep folder
 PRUNER_STARTUP_TRIALS = 2  # trials that always run to the end, so the median has something to stand on
 
 
-def open_study(out: Path, cfg, metric: str, direction: str, wanted: int, base: dict):
+def study_storage(out: Path, storage: str | None):
+    """(storage, study name): <out>/sweep.db by default; `storage` a URL of an RDB Optuna supports (sqlite:///,
+    postgresql://, mysql://) or a journal file (a path, or journal:///path; Optuna's JournalFileBackend, which locks
+    safely on a shared filesystem such as NFS). A shared study is named after the sweep folder (sweep-<stem>)."""
+    if storage is None:
+        return f"sqlite:///{(out / 'sweep.db').resolve()}", STUDY
+    name = f"{STUDY}:{Path(out).name}"
+    if "://" in storage and not storage.startswith("journal://"):
+        return storage, name
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(storage.removeprefix("journal://")).expanduser()
+    if not path.parent.is_dir():
+        raise TunesmithError(f"--storage {storage}: the folder {path.parent} does not exist; give a journal file in an "
+                             "existing folder (on a filesystem every worker sees), or an RDB URL such as "
+                             "postgresql://user@host/db")
+    return JournalStorage(JournalFileBackend(str(path))), name
+
+
+def open_study(out: Path, cfg, metric: str, direction: str, wanted: int, base: dict, storage: str | None = None):
     """The study in <out>/sweep.db, created on first use; one made for another search (other parameters, metric,
     direction, or a change to the rest of the config, which would make its trials incomparable) is refused. The
     sampler is seeded with the seed plus the trials so far, so a resumed sweep does not draw the same points again."""
@@ -30,8 +52,14 @@ def open_study(out: Path, cfg, metric: str, direction: str, wanted: int, base: d
     s = cfg.sweep
     search = {"parameters": {k: p.model_dump(exclude_none=True) for k, p in s.parameters.items()}, "metric": metric,
               "direction": direction, "config": base}
-    storage = f"sqlite:///{(out / 'sweep.db').resolve()}"
-    study = optuna.create_study(storage=storage, study_name=STUDY, direction=direction, load_if_exists=True)
+    where, name = study_storage(out, storage)
+    try:
+        study = optuna.create_study(storage=where, study_name=name, direction=direction, load_if_exists=True)
+    except Exception as err:  # a URL Optuna or SQLAlchemy cannot use: no driver, no server, a bad scheme
+        if storage is None:
+            raise
+        raise TunesmithError(f"--storage {storage}: Optuna cannot open it ({type(err).__name__}: {err}); give a journal "
+                             "file path or an RDB URL (sqlite:///path.db, postgresql://..., mysql://...)") from None
     before = study.user_attrs.get("search")
     if before is None:
         study.set_user_attr("search", search)
@@ -42,6 +70,8 @@ def open_study(out: Path, cfg, metric: str, direction: str, wanted: int, base: d
         raise TunesmithError(f"--out {out}: its sweep.db holds a sweep of another search; changed since it began: "
                              f"{'; '.join(changed[:6])}. Undo the change to continue it, or choose a new --out")
     seed = (cfg.train.seed if s.seed is None else s.seed) + len(study.trials)
+    if storage is not None:  # workers that join at the same moment must not draw the same points
+        seed += os.getpid()
     if s.sampler == "random":
         study.sampler = optuna.samplers.RandomSampler(seed=seed)
     else:  # TPE models the results after a third of the trials (2 to 10), random before
@@ -68,14 +98,20 @@ def counted(study) -> list:
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and "error" in t.user_attrs)]
 
 
-def recover(study, out: Path, metric: str, trust_remote_code: bool = False, cache: dict | None = None) -> None:
+def recover(study, out: Path, metric: str, trust_remote_code: bool = False, cache: dict | None = None,
+            shared: bool = False) -> None:
     """Trials a stopped sweep left RUNNING: one whose run finished, on the data its config reads now, gets its
-    result; the others are marked failed and their parameters queued, so the next trial trains them again."""
+    result; the others are marked failed and their parameters queued, so the next trial trains them again. In shared
+    storage, a trial another live worker trains is its own (on this machine: its process is alive; on another
+    machine: always, as this one cannot tell; that machine recovers it when its sweep is started again; a trial just
+    asked for, not yet marked with its worker's host and process, too)."""
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") == socket.gethostname() and alive(pid):
+        pid, here = t.user_attrs.get("pid"), t.user_attrs.get("host") == socket.gethostname()
+        if shared and (pid == os.getpid() or "host" not in t.user_attrs or not here or alive(pid)):
+            continue
+        if here and alive(pid):
             raise TunesmithError(f"--out {out}: another sweep (process {pid}) is training trial {t.number} in this "
                                  "folder; wait for it to end, or stop it, and run again")
         run_dir = out / "trials" / str(t.number)

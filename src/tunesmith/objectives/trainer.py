@@ -53,6 +53,7 @@ def training_arguments(cfg, out_dir: Path, objective, **more):
         report_to="none",  # the trackers of train.report_to come as callbacks (tunesmith.report.tracking)
         **({} if "run_name" in t.extra else {"run_name": Path(out_dir).name.removesuffix(".partial")}),  # the tracker run
         **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
+        **({"use_liger_kernel": True} if t.use_liger_kernel else {}),  # checked first: hardware.gpu_setting_problems
         # --nproc: every trainable parameter takes part in each forward pass, so DDP need not search for unused
         # ones (an extra pass over the autograd graph per step); train.extra can turn the search back on
         **({"ddp_find_unused_parameters": False} if world_size() > 1 else {}),
@@ -70,7 +71,7 @@ def build_trainer(model, tokenizer, prep, cfg, out_dir: Path, callbacks=(), coll
     objective, task = prep.objective, prep.task
     compute_metrics = objective.compute_metrics(task) if objective.compute_metrics else None
     use_eval = cfg.train.eval_strategy != "no"
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=training_arguments(cfg, out_dir, objective, **more),
         train_dataset=model_inputs(prep.features["train"]),
@@ -80,6 +81,12 @@ def build_trainer(model, tokenizer, prep, cfg, out_dir: Path, callbacks=(), coll
         compute_metrics=compute_metrics,
         callbacks=list(callbacks),
     )
+    if objective.model_kind == "classify":
+        # A classification head's loss is the batch mean and ignores num_items_in_batch, but its forward takes
+        # **kwargs, so the Trainer would treat it as a token-count loss: multiply it by the number of processes
+        # (--nproc 2 trained on twice the gradient) and skip the division by gradient_accumulation_steps.
+        trainer.model_accepts_loss_kwargs = False
+    return trainer
 
 
 # ---------------------------------------------------------------------------------------------

@@ -168,7 +168,7 @@ def _train_and_record(model, prep: Prepared, forget_tasks: list, cfg: RunConfig,
         "train_loss": stats["train_loss"], "tokens_seen": tokens,
         "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else 0.0,
         "peak_memory": peak_memory_mb(), "device": str(device()), "bf16": bf16, "processes": hardware.world_size(),
-        "machine": machine(bf16, cfg.model.dtype), "versions": versions(),
+        "machine": machine(bf16, hardware.resolve_dtype(cfg.model.dtype, cfg.train.use_cpu, announce=False)), "versions": versions(),
     }
     write_json(run_dir / "manifest.json", manifest)  # the report reads it
     if cfg.report.html:
