@@ -16,6 +16,7 @@ from tunesmith.modeling import load_causal_lm
 from tunesmith.objectives.registry import OBJECTIVES
 from tunesmith.objectives.trainer import check_engine
 from tunesmith.runs import Run, load_run, plan_output
+from tunesmith.runs.start import is_run_folder
 from tunesmith.training import distributed
 from tunesmith.training.prepare import Prepared
 from tunesmith.training.train import train_run
@@ -164,7 +165,7 @@ def bench(model_or_run, tasks, limit: int | None = None, shots: int = 0, batch_s
     `limit` takes the first N questions after a seeded shuffle, the same for every model.
     """
     run = None
-    if isinstance(model_or_run, Run) or any((Path(model_or_run) / f).is_file() for f in ("config.yaml", "manifest.json")):
+    if isinstance(model_or_run, Run) or is_run_folder(model_or_run):
         run = model_or_run if isinstance(model_or_run, Run) else Run(model_or_run, trust_remote_code=trust_remote_code)
         if run.objective.model_kind != "causal_lm":
             raise TunesmithError(f"benchmarks score a causal LM's log-likelihood; run {run.dir} is a {run.config.objective.name} run")

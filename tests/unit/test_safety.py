@@ -315,9 +315,9 @@ def test_an_unreachable_hub_fails_at_once(sentiment_file, make_config, tmp_path,
     code, out = invoke(["validate", config])
     assert code == 2 and "model.name" in out and "some-org/not-cached-model" in out and "HF_HUB_OFFLINE" in out
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    from tunesmith import assets
+    from tunesmith.assets import hub
 
-    monkeypatch.setattr(assets, "_can_connect", lambda endpoint: False)
+    monkeypatch.setattr(hub, "_can_connect", lambda endpoint: False)
     cfg = make_config("minilm-l6", "some-org/some-dataset", "classify")
     code, out = invoke(["validate", write_config(tmp_path / "d.yaml", cfg)])
     assert code == 2 and "data.source" in out and "cannot be reached" in out

@@ -72,7 +72,9 @@ def bench(
 
     task_names = [t.strip() for t in tasks.split(",") if t.strip()]
     if out is None:
-        is_run = any((Path(model_or_run) / f).is_file() for f in ("config.yaml", "manifest.json"))
+        from tunesmith.runs.start import is_run_folder
+
+        is_run = is_run_folder(model_or_run)
         out = Path(model_or_run) / "bench.json" if is_run else Path(f"bench-{Path(model_or_run.rstrip('/')).name}.json")
     if out.exists() and not _is_bench_file(out):
         err_console.print(f"[bold red]error:[/] --out {out}: exists and is not a `tunesmith bench` result; refusing to overwrite it. "

@@ -20,16 +20,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tunesmith.errors import TunesmithError
-from tunesmith.methods.peft_common import check_targets, modules_to_save, task_type, wrap
+from tunesmith.methods.peft_common import LoraFamilySection, lora_family_options, wrap
 from tunesmith.methods.spec import Method
-from tunesmith.schema import Section
 
 log = logging.getLogger("tunesmith")
 
 STEPS_HELP = "a fraction of the run's optimizer steps (below 1) or a number of steps (1 or more)"
 
 
-class AdaLoraConfig(Section):
+class AdaLoraConfig(LoraFamilySection):
     """AdaLoRA: rank init_r per targeted matrix, pruned by importance to target_r on average."""
 
     name: Literal["adalora"]
@@ -43,13 +42,6 @@ class AdaLoraConfig(Section):
     beta2: float = Field(0.85, gt=0, lt=1, description="Smoothing of its uncertainty.")
     orth_reg_weight: float = Field(0.5, ge=0, description="Weight of the penalty that keeps P and Q orthogonal.")
     lora_alpha: float = Field(16, gt=0, description="Scale: the update is multiplied by lora_alpha / init_r.")
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | str | None = Field(
-        None, description="Linear module names or suffixes, 'all-linear', or None for PEFT's default for the model."
-    )
-    modules_to_save: list[str] | None = Field(
-        None, description="Modules trained in full and saved with the adapter. A new head is added automatically."
-    )
 
     @model_validator(mode="after")
     def _ranks(self):
@@ -96,9 +88,8 @@ def check(cfg) -> list[str]:
 def apply(model, cfg: AdaLoraConfig):
     import peft
 
-    check_targets(model, cfg.target_modules)
     config = peft.AdaLoraConfig(
-        task_type=task_type(model),
+        **lora_family_options(model, cfg),
         init_r=cfg.init_r,
         target_r=cfg.target_r,
         deltaT=cfg.deltaT,
@@ -106,9 +97,6 @@ def apply(model, cfg: AdaLoraConfig):
         beta2=cfg.beta2,
         orth_reg_weight=cfg.orth_reg_weight,
         lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
-        modules_to_save=modules_to_save(model, cfg.modules_to_save),
         total_step=1,  # a placeholder PEFT's checks accept: the callback sets the real schedule when training starts
     )
     return wrap(model, config)

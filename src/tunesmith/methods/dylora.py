@@ -25,15 +25,14 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tunesmith.errors import TunesmithError
-from tunesmith.methods.peft_common import check_targets, modules_to_save, task_type, wrap
+from tunesmith.methods.peft_common import LoraFamilySection, lora_family_options, wrap
 from tunesmith.methods.spec import Method
-from tunesmith.schema import Section
 
 RANKS_FILE = "dylora.json"  # in the adapter folder (and in the scratch folder until saving)
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-class DyLoraConfig(Section):
+class DyLoraConfig(LoraFamilySection):
     """DyLoRA: LoRA at rank r_max trained so that its first k components work alone, for any k in [r_min, r_max]."""
 
     name: Literal["dylora"]
@@ -44,13 +43,6 @@ class DyLoraConfig(Section):
         "exported later with `tunesmith export RUN --rank K`.",
     )
     lora_alpha: float = Field(16, gt=0, description="Scale: the update at rank b is multiplied by lora_alpha / b.")
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | str | None = Field(
-        None, description="Linear module names or suffixes, 'all-linear', or None for PEFT's default for the model."
-    )
-    modules_to_save: list[str] | None = Field(
-        None, description="Modules trained in full and saved with the adapter. A new head is added automatically."
-    )
 
     @model_validator(mode="after")
     def _ranks(self):
@@ -94,15 +86,7 @@ class NestedRanks:
 def apply(model, cfg: DyLoraConfig):
     import peft
 
-    check_targets(model, cfg.target_modules)
-    config = peft.LoraConfig(
-        task_type=task_type(model),
-        r=cfg.r_max,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
-        modules_to_save=modules_to_save(model, cfg.modules_to_save),
-    )
+    config = peft.LoraConfig(**lora_family_options(model, cfg), r=cfg.r_max, lora_alpha=cfg.lora_alpha)
     model = wrap(model, config)
     ranks = NestedRanks(cfg)
     model.register_forward_pre_hook(ranks.sample)

@@ -18,9 +18,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from tunesmith.methods.peft_common import check_targets, modules_to_save, task_type, wrap
+from tunesmith.methods.peft_common import LoraFamilySection, lora_family_options, wrap
 from tunesmith.methods.spec import Method
-from tunesmith.schema import Section
 
 log = logging.getLogger("tunesmith")
 
@@ -28,19 +27,12 @@ MOVES_BASE = ("pissa", "olora")  # initializations that rewrite the base weights
 INITS = ("gaussian", "pissa", "olora", "orthogonal")
 
 
-class LoraConfig(Section):
+class LoraConfig(LoraFamilySection):
     """LoRA: W + (lora_alpha / r) * B @ A on the targeted linear layers."""
 
     name: Literal["lora"]
     r: int = Field(8, gt=0, description="Rank of the update.")
     lora_alpha: float = Field(16, gt=0, description="Scale: the update is multiplied by lora_alpha / r (rsLoRA: / sqrt(r)).")
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | str | None = Field(
-        None, description="Linear module names or suffixes, 'all-linear', or None for PEFT's default for the model."
-    )
-    modules_to_save: list[str] | None = Field(
-        None, description="Modules trained in full and saved with the adapter. A new head is added automatically."
-    )
     bias: Literal["none", "all", "lora_only"] = "none"
     use_rslora: bool = Field(False, description="Rank-stabilized LoRA: scale by lora_alpha / sqrt(r) (Kalajdzievski, 2023).")
     init_lora_weights: bool | str = Field(
@@ -76,16 +68,13 @@ class QLoraConfig(LoraConfig):
 def apply(model, cfg: LoraConfig):
     import peft
 
-    check_targets(model, cfg.target_modules)
+    shared = lora_family_options(model, cfg)
     if cfg.name == "qlora":
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = peft.LoraConfig(
-        task_type=task_type(model),
+        **shared,
         r=cfg.r,
         lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
-        modules_to_save=modules_to_save(model, cfg.modules_to_save),
         bias=cfg.bias,
         use_rslora=cfg.use_rslora,
         use_dora=cfg.name == "dora",

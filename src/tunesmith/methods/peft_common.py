@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import Field
+
 from tunesmith.errors import TunesmithError
 from tunesmith.modeling import linear_module_names, new_modules, suffixes
+from tunesmith.schema import Section
 
 log = logging.getLogger("tunesmith")
+
+
+class LoraFamilySection(Section):
+    """The fields every LoRA-family config (lora, dora, qlora, adalora, dylora) shares, declared once. `name` comes
+    first in every method section; each config narrows it to its own Literal."""
+
+    name: str
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str | None = Field(
+        None, description="Linear module names or suffixes, 'all-linear', or None for PEFT's default for the model."
+    )
+    modules_to_save: list[str] | None = Field(
+        None, description="Modules trained in full and saved with the adapter. A new head is added automatically."
+    )
 
 
 def is_classifier(model) -> bool:
@@ -47,6 +64,14 @@ def modules_to_save(model, requested: list[str] | None) -> list[str] | None:
                 out.append(short)
                 log.info("%s: training the new head %r in full (modules_to_save)", type(model).__name__, short)
     return out or None
+
+
+def lora_family_options(model, cfg: LoraFamilySection) -> dict:
+    """The PEFT config keywords every LoRA-family method passes alike (task type, dropout, targets, modules trained
+    in full), after checking the targets against the model."""
+    check_targets(model, cfg.target_modules)
+    return {"task_type": task_type(model), "lora_dropout": cfg.lora_dropout, "target_modules": cfg.target_modules,
+            "modules_to_save": modules_to_save(model, cfg.modules_to_save)}
 
 
 def check_targets(model, targets, key: str = "method.target_modules") -> None:

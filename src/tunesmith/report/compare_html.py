@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
-
-from jinja2 import Environment
 
 from tunesmith.eval.metrics import direction
 from tunesmith.report import plots
 from tunesmith.report.runlog import read_json, read_metrics
-from tunesmith.report.style import CSS
+from tunesmith.report.style import embedded, write_page
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tunesmith comparison: {{ name }}</title>
@@ -72,11 +69,7 @@ def write_compare_report(out: Path) -> Path:
             plot_dir / "losses.png")),
         ("forgetting per run", plots.forgetting_bars(ok, plot_dir / "forgetting.png")),
     ]
-    images = [(title, base64.b64encode(p.read_bytes()).decode()) for title, p in made if p]
-    html = Environment(autoescape=True).from_string(TEMPLATE).render(
-        css=CSS,
-        name=out.name, metric=metric, higher=higher, rows=rows, columns=columns, best=best, images=images,
+    return write_page(
+        out / "compare.html", TEMPLATE,
+        name=out.name, metric=metric, higher=higher, rows=rows, columns=columns, best=best, images=embedded(made),
         machines=sorted({r.get("machine", "not recorded") for r in ok}))
-    path = out / "compare.html"
-    path.write_text(html, encoding="utf-8")
-    return path

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
-
-from jinja2 import Environment
 
 from tunesmith.report import plots
 from tunesmith.report.runlog import read_json, read_metrics
-from tunesmith.report.style import CSS
+from tunesmith.report.style import embedded, write_page
 
 MEMORY_NAMES = {"peak_rss_mb": "process RSS", "peak_cuda_mb": "CUDA allocated"}
 
@@ -104,19 +101,16 @@ def write_report(run_dir: Path) -> Path:
     for side in ("base", "tuned"):
         if "confusion_matrix" in ev[side]:
             made.append((f"confusion matrix, {side}", plots.confusion(ev[side]["confusion_matrix"], ev[side]["labels"], side, plot_dir / f"confusion_{side}.png")))
-    images = [(title, base64.b64encode(p.read_bytes()).decode()) for title, p in made if p]
+    images = embedded(made)
     probes = [{"input": i, "base": b, "tuned": t} for i, b, t in zip(ev.get("probes", {}).get("inputs", []),
               ev.get("probes", {}).get("base", []), ev.get("probes", {}).get("tuned", []))]
     samples = [{**s, "base": s["generation"], "tuned": t["generation"]}
                for s, t in zip(ev["base"].get("samples", []), ev["tuned"].get("samples", []))]
     mem = manifest.get("peak_memory", {})
-    html = Environment(autoescape=True).from_string(TEMPLATE).render(
-        css=CSS,
+    return write_page(
+        run_dir / "report.html", TEMPLATE,
         name=run_dir.name, manifest={**manifest, "peak_memory": ", ".join(f"{v:,.0f} MB {MEMORY_NAMES.get(k, k)}" for k, v in mem.items())},
         metric_rows=metric_rows(ev["base"], ev["tuned"], ev.get("directions")), images=images, probes=probes, samples=samples,
         forgetting=forgetting_rows(ev.get("forgetting") or {}),
         config=(run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else "",
     )
-    out = run_dir / "report.html"
-    out.write_text(html, encoding="utf-8")
-    return out

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jinja2 import Environment
-
 from tunesmith.report.html import MEMORY_NAMES, metric_rows
 from tunesmith.report.runlog import read_json
-from tunesmith.report.style import CSS
+from tunesmith.report.style import write_page
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tunesmith pipeline: {{ name }}</title>
@@ -60,7 +58,4 @@ def write_pipeline_report(out: Path) -> Path:
             "rows": metric_rows(s["base"], s["tuned"], s.get("directions")) if s.get("base") else [],
             "samples": _samples(Path(s["run"])) if not s.get("error") else [],
         })
-    html = Environment(autoescape=True).from_string(TEMPLATE).render(css=CSS, name=out.name, stages=stages)
-    path = out / "report.html"
-    path.write_text(html, encoding="utf-8")
-    return path
+    return write_page(out / "report.html", TEMPLATE, name=out.name, stages=stages)

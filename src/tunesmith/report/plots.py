@@ -17,6 +17,14 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _label_metric_axes(ax, xlabel: str, metric: str, higher_is_better: bool) -> None:
+    """A metric (y) against a cost or a parameter (x): the axis names, the grid and the legend."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def loss_curves(records: list[dict], path: Path) -> Path | None:
     """Training loss and eval loss against step."""
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
@@ -90,10 +98,7 @@ def tradeoff(rows: list[dict], cost: str, cost_label: str, metric: str, higher_i
                label="Pareto front", zorder=4)
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel(cost_label)
-    ax.set_ylabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _label_metric_axes(ax, cost_label, metric, higher_is_better)
     return _save(fig, path)
 
 
@@ -161,8 +166,5 @@ def metric_vs_parameter(points: list[tuple], parameter: str, metric: str, higher
         ax.xaxis.set_minor_formatter(NullFormatter())
     if integer and not categories:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel(parameter)
-    ax.set_ylabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _label_metric_axes(ax, parameter, metric, higher_is_better)
     return _save(fig, path)

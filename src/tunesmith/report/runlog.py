@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import platform
-import resource
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -30,13 +29,29 @@ def versions() -> dict:
 
 def peak_memory_mb() -> dict:
     """Peak resident memory of this process (CPU) and peak allocated CUDA memory, in MB."""
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = {"peak_rss_mb": round(rss_kb / (1024 if sys.platform != "darwin" else 1024 * 1024), 1)}
+    rss = _peak_rss_bytes()
+    out = {} if rss is None else {"peak_rss_mb": round(rss / 2**20, 1)}
     import torch
 
     if torch.cuda.is_available():
         out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
+
+
+def _peak_rss_bytes() -> int | None:
+    """The process's peak resident set: getrusage on POSIX; without the `resource` module (Windows) psutil's peak
+    working set (psutil comes with accelerate), else its current RSS; None when neither can tell."""
+    try:
+        import resource
+    except ImportError:
+        try:
+            import psutil
+        except ImportError:
+            return None
+        info = psutil.Process().memory_info()
+        return getattr(info, "peak_wset", info.rss)
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb * 1024 if sys.platform != "darwin" else kb  # macOS reports bytes, Linux kilobytes
 
 
 def write_json(path: Path, data) -> None:

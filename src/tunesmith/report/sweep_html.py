@@ -3,13 +3,10 @@ self-contained (images embedded, one stylesheet), made from sweep.json."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
-from jinja2 import Environment
-
 from tunesmith.report import plots
-from tunesmith.report.style import CSS
+from tunesmith.report.style import embedded, write_page
 from tunesmith.runs.folder import read_json_file
 
 TEMPLATE = """<!doctype html>
@@ -76,16 +73,12 @@ def write_sweep_report(out: Path) -> Path:
                                          log_x=p.get("log", False), categories=categories,
                                          integer=p.get("type", "int" if all(isinstance(p.get(k), int) for k in ("low", "high")) else None) == "int")
         if made:
-            images.append((f"{s['metric']} vs {name}", base64.b64encode(made.read_bytes()).decode()))
+            images.append((f"{s['metric']} vs {name}", made))
     states = [t["state"] for t in s["trials"]]
     counts = f"{s['trials_counted']} of {s['trials_wanted']} trials done: " + ", ".join(
         f"{states.count(k)} {k}" for k in ("complete", "pruned", "fail", "running", "waiting") if k in states)
-    html = Environment(autoescape=True).from_string(TEMPLATE).render(
-        css=CSS, name=out.name, s=s, higher=higher, best=best, images=images, counts=counts,
-        names=list(s["parameters"]))
-    path = out / "sweep.html"
-    path.write_text(html, encoding="utf-8")
-    return path
+    return write_page(out / "sweep.html", TEMPLATE, name=out.name, s=s, higher=higher, best=best,
+                      images=embedded(images), counts=counts, names=list(s["parameters"]))
 
 
 def _label(value) -> str:
