@@ -116,3 +116,19 @@ def test_constitution_replies_count_and_sample_as_before(llama, forced, capsys):
     plain = generate(model, tok, [chat_prompt(tok, t) for t in talks], 4, batch_size=2, temperature=1.0, top_p=1.0,
                      seed=3001)
     assert replies == [whole_sentences(t) for t in plain]  # streaming for the bar leaves the samples unchanged
+
+
+def test_ppo_counts_its_rollout_steps(forced, capsys):
+    import torch
+    from transformers import TrainerControl, TrainerState
+
+    from tunesmith.objectives.feedback.ppo import PPOTrainer
+
+    trainer = object.__new__(PPOTrainer)  # the loop alone: each step is a stand-in rollout + update
+    trainer.max_steps, trainer.callbacks, trainer.state, trainer.control, trainer.args = 3, [], TrainerState(), TrainerControl(), None
+    trainer.model, trainer.t, trainer.per_batch, trainer.prompts = torch.nn.Linear(1, 1), SimpleNamespace(logging_steps=1), 1, [[1]]
+    trainer._next_prompts = lambda: [0]
+    trainer.step = lambda indices, step: {"loss": 0.5, "reward": 0.25}
+    assert trainer.train().global_step == 3
+    err = drawn(capsys)
+    assert "ppo rollouts" in err and "3/3" in err and "reward=0.250" in err
