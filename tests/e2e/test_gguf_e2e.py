@@ -36,7 +36,8 @@ def _hf_greedy(model, ids: list[int], eos: int) -> list[int]:
 
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=eos)[0, len(ids):].tolist()
+                             max_new_tokens=NEW_TOKENS, do_sample=False, repetition_penalty=1.0,
+                             no_repeat_ngram_size=0, pad_token_id=eos)[0, len(ids):].tolist()
     return out[: out.index(eos) + 1] if eos in out else out
 
 
