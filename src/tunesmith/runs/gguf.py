@@ -108,6 +108,7 @@ def export_gguf(run_dir, out, *, quant: str = "f16", llama_cpp: str | Path | Non
             plan.stage.mkdir(parents=True, exist_ok=True)
             convert(merged, plan.stage / name, quant, converter)
             progress.update()
+            progress.set_postfix_str("Modelfile")
             (plan.stage / "Modelfile").write_text(modelfile(f"./{name}", run.tokenizer), encoding="utf-8")
             write_export_marker(plan.stage, run=str(run.dir), merged=True, method=run.config.method.name,
                                 model=run.config.model.name, gguf=name, quant=quant)
