@@ -94,6 +94,7 @@ def test_the_f16_gguf_continues_like_the_merged_model(tmp_path):
         gaps.append(gap)
         report.append(f"{question!r}: {'same' if hf == cpp else 'DIFFERENT'} ({tok.decode(hf)!r} / {tok.decode(cpp)!r}), "
                       f"largest log-prob gap {gap:.4f}")
+    llm.close()
     print("\n".join(report))
     assert same == len(PROMPTS), "\n".join(report)
     assert max(gaps) < TOLERANCE, "\n".join(report)
