@@ -56,9 +56,21 @@ def setup_logging(verbose: bool = False) -> None:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # weight-loading bars; the Trainer keeps its own
+    hub_progress_bars()  # that call also silenced huggingface_hub's: downloads (models, datasets) show theirs
     warnings.filterwarnings("ignore", category=FutureWarning)
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+
+
+def hub_progress_bars() -> None:
+    """huggingface_hub's download bars on again (HF_HUB_DISABLE_PROGRESS_BARS=1 still wins): transformers'
+    disable_progress_bar() turns them off with its own. The hub draws them only where stderr is a terminal."""
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+
+    from tunesmith.progress import shown
+
+    if shown() and are_progress_bars_disabled() and os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") is None:
+        enable_progress_bars()
 
 
 def start(verbose: bool = False, *, config: Path | None = None, overrides=None, runs: list[Path] = ()) -> None:

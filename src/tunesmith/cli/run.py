@@ -172,10 +172,25 @@ def export(
     merge: bool = typer.Option(False, "--merge", help="Fold a LoRA/DoRA/IA3 adapter into the base: a standalone transformers model."),
     rank: Optional[int] = typer.Option(None, "--rank", help="dylora runs: the adapter cut to this rank (r_min..r_max), a plain PEFT LoRA adapter."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export (a folder tunesmith exported), once the new one is written."),
+    gguf: bool = typer.Option(False, "--gguf", help="Merge and convert to one GGUF file for llama.cpp, with an Ollama Modelfile (needs a llama.cpp checkout: --llama-cpp)."),
+    quant: str = typer.Option("f16", "--quant", help="--gguf: f16, bf16, q8_0 or f32 (the types llama.cpp's converter writes)."),
+    llama_cpp: Optional[Path] = typer.Option(None, "--llama-cpp", help="--gguf: a llama.cpp checkout holding convert_hf_to_gguf.py (default: $LLAMA_CPP_DIR, else the script on PATH)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
-    """Export a run's tuned model: the adapter or model as saved, or merged into a standalone model."""
+    """Export a run's tuned model: the adapter or model as saved, merged into a standalone model, or (--gguf) one
+    GGUF file for llama.cpp and Ollama."""
     start(runs=[run_dir])
+    if gguf:
+        if rank is not None:
+            call(fail, "export --gguf: --rank cuts a dylora adapter for a PEFT export; a GGUF holds the whole merged model: leave --rank out")
+        from tunesmith.runs.gguf import export_gguf
+
+        path = call(export_gguf, run_dir, out, quant=quant, llama_cpp=llama_cpp, overwrite=overwrite,
+                    trust_remote_code=trust_remote_code)
+        console.print(f"wrote [bold]{path}[/] and {path.parent / 'Modelfile'} (ollama create NAME -f {path.parent / 'Modelfile'})")
+        return
+    if quant != "f16" or llama_cpp is not None:
+        call(fail, "export: --quant and --llama-cpp apply to --gguf; add --gguf, or leave them out")
     from tunesmith.report.card import write_card
     from tunesmith.runs.adapters import export as export_run
 

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 import torch
 
 from tunesmith.errors import TunesmithError
+from tunesmith.progress import bar
 
 log = logging.getLogger("tunesmith")
 
+LONG = 2000  # choices to score: more than this always shows a progress bar (minutes on a CPU)
 SEED = 1234  # the seeded sample of questions (`limit`) and few-shot examples: the same for every model
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 BUILTIN = {"boolq": "boolq", "openbookqa": "openbookqa", "commonsenseqa": "commonsenseqa", "mmlu": "mmlu"}
@@ -243,40 +245,49 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]], limit: int) -> list[tu
 
 
 @torch.no_grad()
-def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[float]:
+def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16,
+                   desc: str | None = None) -> list[float]:
     """Sum of log p(continuation tokens | context) for each (context, continuation); right-padded batches,
-    longest first."""
+    longest first; a progress bar named `desc` counts the scored choices."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     encoded = encode_pairs(tokenizer, pairs, max_length(model, tokenizer))
     keep = _accepts_logits_to_keep(model)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
     scores = [0.0] * len(encoded)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        width = max(len(encoded[i][0]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            inp = encoded[i][0]
-            ids[row, : len(inp)] = torch.tensor(inp)
-            mask[row, : len(inp)] = 1
-        # the first input position whose logits are needed: where the earliest continuation starts
-        first = min(len(encoded[i][0]) - len(encoded[i][1]) for i in chunk)
-        kwargs = {"logits_to_keep": width - first} if keep else {}
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits
-        offset = logits.size(1) - width  # positions counted from the end: a soft prompt prepends, logits_to_keep cuts
-        for row, i in enumerate(chunk):
-            inp, cont = encoded[i]
-            positions = torch.arange(len(inp) - len(cont), len(inp), device=logits.device) + offset
-            logprobs = logits[row, positions].float().log_softmax(-1)
-            target = torch.tensor(cont, device=logits.device).unsqueeze(-1)
-            scores[i] = float(logprobs.gather(-1, target).sum())
+    with bar(total=len(order), desc=desc, unit="choice", long=len(order) >= LONG) as progress:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            _score_batch(model, encoded, chunk, pad, keep, device, scores)
+            progress.update(len(chunk))
     return scores
 
 
+@torch.no_grad()
+def _score_batch(model, encoded, chunk: list[int], pad: int, keep: bool, device, scores: list[float]) -> None:
+    """scores[i] for each i in chunk: one right-padded forward pass."""
+    width = max(len(encoded[i][0]) for i in chunk)
+    ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+    for row, i in enumerate(chunk):
+        inp = encoded[i][0]
+        ids[row, : len(inp)] = torch.tensor(inp)
+        mask[row, : len(inp)] = 1
+    # the first input position whose logits are needed: where the earliest continuation starts
+    first = min(len(encoded[i][0]) - len(encoded[i][1]) for i in chunk)
+    kwargs = {"logits_to_keep": width - first} if keep else {}
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits
+    offset = logits.size(1) - width  # positions counted from the end: a soft prompt prepends, logits_to_keep cuts
+    for row, i in enumerate(chunk):
+        inp, cont = encoded[i]
+        positions = torch.arange(len(inp) - len(cont), len(inp), device=logits.device) + offset
+        logprobs = logits[row, positions].float().log_softmax(-1)
+        target = torch.tensor(cont, device=logits.device).unsqueeze(-1)
+        scores[i] = float(logprobs.gather(-1, target).sum())
+
+
 def score_task(model, tokenizer, task: Task, limit: int | None = None, shots: int = 0, batch_size: int = 16,
-               seed: int = SEED) -> dict:
+               seed: int = SEED, desc: str | None = None) -> dict:
     """acc, acc_norm (argmax of log-likelihood / characters), n and shots on the seeded sample of the task."""
     if limit is not None and limit < 1:
         raise TunesmithError(f"benchmarks: limit must be at least 1, found {limit}")
@@ -286,7 +297,7 @@ def score_task(model, tokenizer, task: Task, limit: int | None = None, shots: in
         context, choices = fewshot_context(task.rows, i, shots, seed), task.rows[i]["choices"]
         spans.append((len(pairs), len(choices)))
         pairs += [(context, f" {c}") for c in choices]
-    lls = loglikelihoods(model, tokenizer, pairs, batch_size)
+    lls = loglikelihoods(model, tokenizer, pairs, batch_size, desc=desc or task.name)
     correct = correct_norm = 0
     for i, (start, count) in zip(chosen, spans):
         row, ll = task.rows[i], lls[start : start + count]
@@ -317,9 +328,10 @@ def run_benchmarks(model, tokenizer, tasks, limit: int | None = None, shots: int
     model.eval()
     results = {}
     try:
-        for task in tasks:
+        for k, task in enumerate(tasks, 1):
             start = time.time()
-            results[task.name] = score_task(model, tokenizer, task, limit, shots, batch_size, seed)
+            results[task.name] = score_task(model, tokenizer, task, limit, shots, batch_size, seed,
+                                            desc=f"{what}: {task.name} ({k}/{len(tasks)})")
             r = results[task.name]
             log.info("%s on %s: acc %.3f, acc_norm %.3f (n=%d, %d-shot, %.1f s)", what, task.name, r["acc"],
                      r["acc_norm"], r["n"], shots, time.time() - start)

@@ -9,9 +9,11 @@ from tunesmith.data.tokenize import model_inputs
 from tunesmith.eval.metrics import lm_loss
 from tunesmith.eval.textgen import generation_metrics
 from tunesmith.generation import generate
+from tunesmith.progress import bar
 
 log = logging.getLogger("tunesmith")
 
+LONG = 200  # held-out generations: more than this always shows a progress bar
 METRICS = frozenset({"eval_loss", "perplexity", "loss"})
 DIRECTIONS = {"eval_loss": "min", "perplexity": "min", "loss": "min", "rouge1": "max", "rouge2": "max", "rougeL": "max",
               "bleu": "max", "chrf": "max", "exact_match": "max"}
@@ -47,7 +49,12 @@ def generation_scores(model, tokenizer, prompts: list[list[int]], references: li
     """Greedy generations for prompts, scored against references with eval.generation_metrics."""
     if not prompts or not cfg.eval.generation_metrics:
         return {}
-    outputs = generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.train.per_device_eval_batch_size)
+    size = cfg.train.per_device_eval_batch_size
+    outputs = []
+    with bar(total=len(prompts), desc="generation metrics", unit="example", long=len(prompts) >= LONG) as progress:
+        for start in range(0, len(prompts), size):  # batch by batch, as generate batches them: the same outputs
+            outputs += generate(model, tokenizer, prompts[start : start + size], cfg.eval.max_new_tokens, size)
+            progress.update(len(prompts[start : start + size]))
     return {**generation_metrics(outputs, references, cfg.eval.generation_metrics), "generated_examples": len(outputs)}
 
 

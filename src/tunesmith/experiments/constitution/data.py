@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
+from tunesmith.progress import bar
 
 log = logging.getLogger("tunesmith")
 ENDS = re.compile(r"[.!?](?=\s|$)")
@@ -127,13 +128,22 @@ def generate_data(cfg, principles: list, prompts: list[dict], folder: Path, *, o
     return {"examples": len(examples), "generated": len(missing), "sft": len(sft), "pairs": len(pairs)}
 
 
-def _reply(model, tokenizer, conversations: list[list[dict]], cfg, salt: int) -> list[str]:
-    """The next assistant turn of each conversation, sampled as generation: says (cut at the last full sentence)."""
+def _reply(model, tokenizer, conversations: list[list[dict]], cfg, salt: int, what: str = "replies") -> list[str]:
+    """The next assistant turn of each conversation, sampled as generation: says (cut at the last full sentence);
+    a progress bar counts the finished batches (a batch is done when text of the next one streams)."""
     from tunesmith.generation import chat_prompt, generate
 
     g = cfg.generation
-    texts = generate(model, tokenizer, [chat_prompt(tokenizer, c) for c in conversations], g.max_new_tokens,
-                     batch_size=g.batch_size, temperature=g.temperature, top_p=g.top_p, seed=g.seed * 1000 + salt)
+    with bar(total=len(conversations), desc=f"constitution: {what}", unit="reply", long=True) as progress:
+        def on_text(index: int, _text: str) -> None:
+            done = index // g.batch_size * g.batch_size  # the batches before this completion's
+            if done > progress.n:
+                progress.update(done - progress.n)
+
+        texts = generate(model, tokenizer, [chat_prompt(tokenizer, c) for c in conversations], g.max_new_tokens,
+                         batch_size=g.batch_size, temperature=g.temperature, top_p=g.top_p, seed=g.seed * 1000 + salt,
+                         on_text=on_text)
+        progress.update(len(conversations) - progress.n)
     return [whole_sentences(t) for t in texts]
 
 
@@ -150,7 +160,7 @@ def critique_and_revise(cfg, items: list[tuple[dict, object, str]], *, trust_rem
 
     policy, policy_tok = load_causal_lm(cfg.policy, trust_remote_code)
     talks = [[{"role": "user", "content": row["prompt"]}] for row, _, _ in items]
-    answers = _reply(policy, policy_tok, talks, cfg, salt=1)
+    answers = _reply(policy, policy_tok, talks, cfg, salt=1, what="answers")
     log.info("constitution: %d answers written; critiquing them", len(answers))
     if cfg.critic is not None:
         del policy
@@ -159,11 +169,11 @@ def critique_and_revise(cfg, items: list[tuple[dict, object, str]], *, trust_rem
         critic, critic_tok = policy, policy_tok
     for talk, answer, (_, principle, _) in zip(talks, answers, items):
         talk += [{"role": "assistant", "content": answer}, {"role": "user", "content": principle.critique}]
-    critiques = _reply(critic, critic_tok, talks, cfg, salt=2)
+    critiques = _reply(critic, critic_tok, talks, cfg, salt=2, what="critiques")
     log.info("constitution: %d critiques written; revising the answers", len(critiques))
     for talk, critique, (_, principle, _) in zip(talks, critiques, items):
         talk += [{"role": "assistant", "content": critique}, {"role": "user", "content": principle.revision}]
-    revisions = [PREAMBLE.sub("", r).strip() for r in _reply(critic, critic_tok, talks, cfg, salt=3)]
+    revisions = [PREAMBLE.sub("", r).strip() for r in _reply(critic, critic_tok, talks, cfg, salt=3, what="revisions")]
     return [{"key": key, "source": row["source"], "kind": row["kind"], "prompt": row["prompt"],
              "principle": principle.name, "answer": answer, "critique": critique, "revision": revision}
             for (row, principle, key), answer, critique, revision in zip(items, answers, critiques, revisions)]

@@ -26,6 +26,8 @@ import time
 import torch
 from torch import nn
 
+from tunesmith.progress import bar
+
 log = logging.getLogger("tunesmith")
 
 
@@ -207,8 +209,11 @@ class PPOTrainer:
         self._event("on_train_begin")
         self.model.eval()
         start, window, losses = time.time(), [], []
+        progress = bar(total=self.max_steps, desc="ppo rollouts", unit="step", long=True)
         for step in range(self.max_steps):
             stats = self.step(self._next_prompts(), step)
+            progress.set_postfix(reward=f"{stats['reward']:.3f}", refresh=False)
+            progress.update()
             window.append(stats)
             losses.append(stats["loss"])
             self.state.global_step = step + 1
@@ -216,6 +221,7 @@ class PPOTrainer:
             if (step + 1) % self.t.logging_steps == 0 or step + 1 == self.max_steps:
                 self.log({k: sum(s[k] for s in window) / len(window) for k in window[0]})
                 window = []
+        progress.close()
         loss = sum(losses) / len(losses)
         self.log({"train_runtime": round(time.time() - start, 2), "train_loss": loss})
         self._event("on_train_end")

@@ -28,6 +28,7 @@ from tunesmith.data.roles import Role, check_columns, no_packing
 from tunesmith.data.templates import fields, render
 from tunesmith.objectives.feedback import checks, rewards
 from tunesmith.objectives.spec import Objective
+from tunesmith.progress import shown as progress_shown
 from tunesmith.schema import Section
 from tunesmith.trust import trust_decided, trusted
 
@@ -265,6 +266,8 @@ def build_trainer(model, tokenizer, prep, cfg, run_dir, callbacks):
         temperature=o.temperature, disable_dropout=True, log_completions=False,
         reward_weights=[s.weight for s in reward.sources],
         **({} if t.gradient_checkpointing else {"gradient_checkpointing": False}),  # TRL's default is on
+        # the Trainer's step bar (rollouts + updates): the CLI's quiet transformers logging would turn it off
+        **({} if "disable_tqdm" in t.extra else {"disable_tqdm": not progress_shown()}),
     )
     args.include_num_input_tokens_seen = "no"  # TRL counts prompt and completion tokens itself
     train = datasets.Dataset.from_dict({"prompt": [messages(x, cfg) if is_chat(cfg.data) else x for x in texts],
