@@ -25,16 +25,10 @@ from tunesmith.board.launch import Launcher
 from tunesmith.board.pages import refusal
 from tunesmith.board.paths import OutsideRoots, Roots
 from tunesmith.errors import TunesmithError
+from tunesmith.web import SECURITY_HEADERS
 
 HERE = Path(__file__).parent
 COOKIE = "board_token"
-HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "form-action 'self'; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
 STATIC = {"board.js": "text/javascript; charset=utf-8", "board.css": "text/css; charset=utf-8"}
 
 
@@ -89,7 +83,7 @@ async def guard(request: Request, call_next):
                             secure=request.url.scheme == "https")
     else:
         response = await call_next(request)
-    for key, value in HEADERS.items():
+    for key, value in SECURITY_HEADERS.items():
         response.headers.setdefault(key, value)
     return response
 

@@ -28,15 +28,9 @@ from starlette.exceptions import HTTPException
 from tunesmith.studio import owner, owner_routes, queue, rater_routes
 from tunesmith.studio.db import open_studio
 from tunesmith.studio.web import BadRequest, Forbidden, page
+from tunesmith.web import SECURITY_HEADERS
 
 HERE = Path(__file__).parent
-HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "form-action 'self'; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
 STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8"}
 NEEDS_A_LINK = "Personal link needed"
 
@@ -69,7 +63,7 @@ def create_app(studio_dir: str | Path, generation=None) -> FastAPI:
 
 async def headers(request: Request, call_next):
     response = await call_next(request)
-    for key, value in HEADERS.items():
+    for key, value in SECURITY_HEADERS.items():
         response.headers.setdefault(key, value)
     return response
 
