@@ -116,3 +116,14 @@ def tiny_config(model: str, source: str, objective: str, method: dict | None = N
 @pytest.fixture
 def make_config():
     return tiny_config
+
+
+@pytest.fixture(scope="module")
+def plain_registry(tiny_llama):
+    """tunesmith serve's registry holding the tiny Llama as a plain model (no run trained)."""
+    from tunesmith.serve.registry import load_registry
+
+    registry = load_registry([], [tiny_llama])
+    yield registry
+    registry.close()
+

@@ -25,24 +25,15 @@ from tunesmith.web import background, bind, claim_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def registry(tiny_llama):
-    from tunesmith.serve.registry import load_registry
-
-    registry = load_registry([], [tiny_llama])
-    yield registry
-    registry.close()
-
-
-@pytest.fixture(scope="module")
-def server(registry):
+def server(plain_registry):
     """Small limits, so that every one is reached cheaply."""
-    with background(create_app(registry, limits=Limits(max_prompts=4, max_body_bytes=2000, max_request_tokens=20))) as (url, _):
+    with background(create_app(plain_registry, limits=Limits(max_prompts=4, max_body_bytes=2000, max_request_tokens=20))) as (url, _):
         yield url
 
 
 @pytest.fixture(scope="module")
-def model(registry):
-    return next(iter(registry.models))
+def model(plain_registry):
+    return next(iter(plain_registry.models))
 
 
 def completions(server, body, **kw):
@@ -106,14 +97,14 @@ def test_requested_tokens_are_prompts_times_n_times_max_tokens(server, model):
     assert done["usage"]["completion_tokens"] <= 20 and {c["finish_reason"] for c in done["choices"]} <= {"length", "stop"}
 
 
-def test_the_defaults_refuse_fifty_prompts(registry, model):
-    with background(create_app(registry)) as (url, _):
+def test_the_defaults_refuse_fifty_prompts(plain_registry, model):
+    with background(create_app(plain_registry)) as (url, _):
         got = error(completions(url, {"model": model, "prompt": ["Hi"] * 50}))
     assert "at most 32 (--max-prompts)" in got["message"]
 
 
-def test_the_api_key_is_checked_before_the_body(registry):
-    with background(create_app(registry, api_key="k", limits=Limits(max_body_bytes=10))) as (url, _):
+def test_the_api_key_is_checked_before_the_body(plain_registry):
+    with background(create_app(plain_registry, api_key="k", limits=Limits(max_body_bytes=10))) as (url, _):
         assert httpx.post(url + "/v1/completions", json={"prompt": "x" * 100}).status_code == 401
         ok = httpx.post(url + "/v1/completions", json={"prompt": "x" * 100}, headers={"Authorization": "Bearer k"})
         assert ok.status_code == 400 and "--max-body-bytes" in ok.json()["error"]["message"]

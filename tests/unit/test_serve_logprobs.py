@@ -19,22 +19,13 @@ from tunesmith.web import background  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def registry(tiny_llama):
-    from tunesmith.serve.registry import load_registry
-
-    registry = load_registry([], [tiny_llama])
-    yield registry
-    registry.close()
+def served(plain_registry):
+    return next(iter(plain_registry.models.values()))
 
 
 @pytest.fixture(scope="module")
-def served(registry):
-    return next(iter(registry.models.values()))
-
-
-@pytest.fixture(scope="module")
-def server(registry):
-    with background(create_app(registry)) as (url, _):
+def server(plain_registry):
+    with background(create_app(plain_registry)) as (url, _):
         yield url
 
 
