@@ -86,3 +86,16 @@ def test_storage_mistakes_are_clear(tiny_bert, sentiment_file, make_config, tmp_
         sweep(cfg, out=tmp_path / "b", storage="bogus://x")
     with pytest.raises(TunesmithError, match="--workers 0: give 1 or more"):
         sweep(cfg, out=tmp_path / "c", workers=0)
+
+
+def test_workers_that_join_a_shared_study_at_different_moments_draw_different_points(monkeypatch):
+    """The CI failure that made this test: worker B (pid p+1) opened the study with 0 trials, worker A (pid p) with 1;
+    seed + trials + pid gave both the same seed, and their first trials the same parameters."""
+    from tunesmith.experiments import sweep_study
+
+    seeds = set()
+    for pid, trials_so_far in ((12418, 1), (12419, 0), (12420, 2), (12417, 3)):
+        monkeypatch.setattr(sweep_study.os, "getpid", lambda pid=pid: pid)
+        seeds.add(sweep_study.sampler_seed(42, trials_so_far, shared=True))
+    assert len(seeds) == 4
+    assert sweep_study.sampler_seed(42, 3, shared=False) == 45  # one machine: reproducible, new points on resume

@@ -5,6 +5,7 @@ left running gets its result if its run finished, else it is marked failed and i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -69,9 +70,7 @@ def open_study(out: Path, cfg, metric: str, direction: str, wanted: int, base: d
                    if was.get(k) != now.get(k)]
         raise TunesmithError(f"--out {out}: its sweep.db holds a sweep of another search; changed since it began: "
                              f"{'; '.join(changed[:6])}. Undo the change to continue it, or choose a new --out")
-    seed = (cfg.train.seed if s.seed is None else s.seed) + len(study.trials)
-    if storage is not None:  # workers that join at the same moment must not draw the same points
-        seed += os.getpid()
+    seed = sampler_seed(cfg.train.seed if s.seed is None else s.seed, len(study.trials), shared=storage is not None)
     if s.sampler == "random":
         study.sampler = optuna.samplers.RandomSampler(seed=seed)
     else:  # TPE models the results after a third of the trials (2 to 10), random before
@@ -79,6 +78,16 @@ def open_study(out: Path, cfg, metric: str, direction: str, wanted: int, base: d
     study.pruner = (optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS) if s.pruning
                     else optuna.pruners.NopPruner())
     return study
+
+
+def sampler_seed(seed: int, trials_so_far: int, shared: bool) -> int:
+    """The sampler's seed: the config's seed and the trials so far (a resumed sweep draws new points, and the same
+    ones on every rerun). Workers sharing a study also mix in their host and process, hashed rather than added: with
+    seed + trials + pid, a worker that joined one trial later with a pid one lower drew the very same points."""
+    if not shared:
+        return seed + trials_so_far
+    key = f"{seed}:{trials_so_far}:{socket.gethostname()}:{os.getpid()}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
