@@ -82,7 +82,7 @@ def tracking_callbacks(names, run_dir: Path) -> list:
         elif name == "mlflow":
             from transformers.integrations import MLflowCallback
 
-            os.environ.setdefault("MLFLOW_TRACKING_URI", _mlflow_store(run_dir))
+            _use_mlflow_store(run_dir)
             callbacks.append(MLflowCallback())
         else:
             from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
@@ -91,8 +91,19 @@ def tracking_callbacks(names, run_dir: Path) -> list:
     return callbacks
 
 
-def _mlflow_store(run_dir: Path) -> str:
-    return (Path(run_dir) / "mlruns").resolve().as_uri()
+_MLFLOW_SET: dict[str, str] = {}  # the MLFLOW_* variables this process set itself (not the user), with their values
+
+
+def _use_mlflow_store(run_dir: Path) -> None:
+    """MLFLOW_TRACKING_URI: the run folder's file store (mlruns/), unless the user set one; a store this process
+    set for an earlier run is replaced (two runs in one process must not share it). mlflow 3.x refuses file stores
+    unless MLFLOW_ALLOW_FILE_STORE=true (it keeps them in maintenance mode), so that is set with it."""
+    wanted = {"MLFLOW_TRACKING_URI": (Path(run_dir) / "mlruns").resolve().as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}
+    if os.environ.get("MLFLOW_TRACKING_URI", _MLFLOW_SET.get("MLFLOW_TRACKING_URI")) != _MLFLOW_SET.get("MLFLOW_TRACKING_URI"):
+        return  # the user's own tracking server or store
+    for key, value in wanted.items():
+        if key not in os.environ or os.environ[key] == _MLFLOW_SET.get(key):
+            os.environ[key] = _MLFLOW_SET[key] = value
 
 
 # ---------------------------------------------------------------------------------------------
