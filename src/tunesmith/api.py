@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 from tunesmith.config import RunConfig, load_config
-from tunesmith.data.inspect import describe_example
 from tunesmith.errors import TunesmithError, raise_if
 from tunesmith.eval import benchmarks
 from tunesmith.hardware import gpu_setting_problems, resolve_bf16
@@ -87,11 +86,7 @@ def validate_constitution(path: str | Path) -> dict:
 
 def preview(config, n: int = 3, overrides: dict | list | None = None) -> dict:
     """The first n training examples as the model sees them, plus length statistics."""
-    cfg = load_config(config, overrides)
-    prep = Prepared(cfg, announce=False)
-    train = prep.features["train"]
-    examples = [describe_example(train, i, prep.tokenizer, prep.task.get("labels")) for i in range(min(n, len(train)))]
-    return {"examples": examples, "stats": prep.stats(), "task": prep.task, "dropped": prep.dropped}
+    return Prepared(load_config(config, overrides), announce=False).preview(n)
 
 
 # ---------------------------------------------------------------------------------------------

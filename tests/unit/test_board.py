@@ -272,6 +272,56 @@ def test_trying_an_sft_run_answers_as_tunesmith_generate(tiny_llama, qa_file, tm
     assert out.output.splitlines()[1].strip() == answer["tuned"].strip()
 
 
+def test_two_adapter_runs_on_one_base_share_it_and_each_answers_as_alone(tiny_llama, qa_file, tmp_path):
+    from conftest import tiny_config
+    from tunesmith.api import load_run, train
+
+    for name, lr in (("one", 5e-3), ("two", 2e-2)):
+        train(tiny_config(tiny_llama, qa_file, "sft", train={"learning_rate": lr, "max_steps": 4,
+                                                             "per_device_train_batch_size": 8}), out=tmp_path / name)
+    app, c = client(tmp_path)
+    prompt, headers = "What is a computer?", {**AUTH, "X-CSRF-Token": app.state.csrf}
+    answers = {}
+    for name in ("one", "two", "one"):
+        r = c.post(f"/api/try/0/{name}", headers=headers, json={"text": prompt, "max_new_tokens": 8})
+        assert r.status_code == 200, r.text
+        answers.setdefault(name, []).append(r.json())
+    chat = app.state.chat
+    (entry,) = chat.loaded.values()  # one base in memory, both runs' adapters on it
+    assert len(entry["adapters"].runs) == 2
+    from tunesmith.config import with_max_new_tokens
+
+    for name in ("one", "two"):
+        alone = load_run(tmp_path / name)
+        assert all(a["tuned"] == alone.generate([prompt], max_new_tokens=8)[0] for a in answers[name])
+        base = alone.objective.probe(alone.load_base(), alone.tokenizer, [prompt], with_max_new_tokens(alone.config, 8),
+                                     alone.task)[0]
+        assert answers[name][0]["base"] == base  # the shared model with its adapters off is the base
+    assert answers["one"][0] == answers["one"][1]  # switching to two and back changes nothing
+    assert answers["one"][0]["tuned"] != answers["two"][0]["tuned"]  # two different adapters, really switched
+
+
+def test_a_run_page_shows_the_data_the_run_trained_on(finished, tmp_path):
+    _, c = client(finished)
+    page = c.get("/run/0/runs/a", headers=AUTH).text
+    assert 'id="data-preview"' in page and "example 0:" in page and "label:" in page
+    preview = json.loads((finished / "runs" / "a" / "data_preview.json").read_text())
+    assert len(preview["examples"]) == 3 and "text" in preview["examples"][0]
+    outside = tmp_path / "secret.json"  # a data_preview.json that links out of the run folder is not read
+    outside.write_text(json.dumps({"examples": [{"text": "SECRET-TEXT", "length": 1}]}))
+    link_run = finished / "runs" / "linked"
+    import shutil
+
+    shutil.copytree(finished / "runs" / "a", link_run)
+    (link_run / "data_preview.json").unlink()
+    (link_run / "data_preview.json").symlink_to(outside)
+    try:
+        page = c.get("/run/0/runs/linked", headers=AUTH).text
+        assert "SECRET-TEXT" not in page and "has no data_preview.json" in page
+    finally:
+        shutil.rmtree(link_run)
+
+
 def test_the_cli_prints_the_tokenized_address(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "board", str(tmp_path), "--port", "0"],

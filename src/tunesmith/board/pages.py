@@ -100,7 +100,7 @@ def run_page(request: Request, root: str, rel: str):
         manifest.get("started_config") or {}, indent=2)
     results = scan.read_eval(folder)
     table = eval_table(results)
-    return page(request, "run.html", title=rel, run=row, config=text, table=table,
+    return page(request, "run.html", title=rel, run=row, config=text, table=table, preview=scan.read_preview(folder),
                 has_report=(folder / "report.html").is_file(), log=request.app.state.launcher.log_tail(root, rel))
 
 

@@ -41,6 +41,24 @@ def status(folder: Path, manifest: dict) -> str:
     return {"interrupted": "stopped", "failed": "failed"}.get(said, "unfinished")
 
 
+PREVIEW_BYTES = 2_000_000  # a data_preview.json larger than this is not shown
+
+
+def read_preview(folder: Path) -> dict | None:
+    """The run's data_preview.json (its first training examples as the model saw them), or None: missing (a run
+    from before the board), too large, damaged, or a link that leads out of the run folder."""
+    from tunesmith.runs.folder import DATA_PREVIEW
+
+    path = folder / DATA_PREVIEW
+    try:
+        if not path.resolve().is_relative_to(folder.resolve()) or path.stat().st_size > PREVIEW_BYTES:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("examples"), list) else None
+
+
 def read_eval(folder: Path) -> dict:
     try:
         data = json.loads((folder / "eval.json").read_text(encoding="utf-8"))

@@ -62,8 +62,19 @@ def describe_example(features, index: int, tokenizer, label_names: list[str] | N
                 "label": label_names[labels] if label_names else labels, "length": len(ids),
                 "full_length": ex["full_length"]}
     out = {"text": tokenizer.decode(ids), "tokens": [(t, lab != IGNORE) for t, lab in zip(tokens, labels)],
+           "segments": segments(ids, [lab != IGNORE for lab in labels], tokenizer),
            "loss_tokens": sum(lab != IGNORE for lab in labels), "length": len(ids), "full_length": ex["full_length"]}
     if ex.get("spans") is not None:  # a conversation: each token's role, its turns and what truncation cut
         out.update(roles=token_roles(ex["spans"], len(ids)), messages=ex["messages"], turns=ex["turns"],
                    turns_cut=ex["turns_cut"])
+    return out
+
+
+def segments(ids: list[int], trained: list[bool], tokenizer) -> list[tuple[str, bool]]:
+    """The text in runs of tokens that do or do not carry loss: [(text, carries loss), ...], each run decoded."""
+    out, start = [], 0
+    for k in range(1, len(ids) + 1):
+        if k == len(ids) or trained[k] != trained[start]:
+            out.append((tokenizer.decode(ids[start:k]), trained[start]))
+            start = k
     return out

@@ -10,7 +10,7 @@ import torch
 
 from tunesmith.config import with_max_new_tokens
 from tunesmith.errors import TunesmithError
-from tunesmith.generation import using_adapter
+from tunesmith.generation import model_lock, using_adapter
 from tunesmith.modeling import load_model, to_device
 from tunesmith.runs import (
     Run,
@@ -28,28 +28,36 @@ log = logging.getLogger("tunesmith")
 def _peft_runs(run_dirs, trust_remote_code: bool = False, names=None) -> dict[str, Run]:
     runs = [Run(d, trust_remote_code=trust_remote_code) for d in run_dirs]
     for run in runs:
-        check_weights(run.weights_dir, ("adapter_config.json",) if run.is_peft_adapter else ())
-        if not run.is_peft_adapter:
-            raise TunesmithError(f"--adapter {run.dir}: a {run.config.method.name!r} run has no PEFT adapter; "
-                                 "only lora, dora, ia3, prompt and prefix runs share a base model")
-    first = runs[0]
-    for run in runs[1:]:
-        if run.config.model.name != first.config.model.name:
-            raise TunesmithError(f"--adapter {run.dir}: trained on {run.config.model.name!r}, but {first.dir} on "
-                                 f"{first.config.model.name!r}; adapters share one base model")
-        if run.objective.model_kind != first.objective.model_kind:
-            raise TunesmithError(f"--adapter {run.dir}: a {run.config.objective.name} run cannot share a base with "
-                                 f"the {first.config.objective.name} run {first.dir} (one is a classifier, one a causal LM)")
-        peft_type = read_json_file(run.dir / "adapter" / "adapter_config.json").get("peft_type")
-        first_type = read_json_file(first.dir / "adapter" / "adapter_config.json").get("peft_type")
-        if peft_type != first_type:
-            raise TunesmithError(f"--adapter {run.dir}: a {peft_type} adapter cannot sit next to the {first_type} "
-                                 f"adapter of {first.dir} in one PEFT model; use runs of the same PEFT type")
+        check_joins(run, runs[0])
     names = list(names) if names is not None else [r.dir.name for r in runs]
     if len(set(names)) < len(names):
         raise TunesmithError(f"--adapter: two runs share a name ({names}); adapters are named by their folder "
                              "unless given names")
     return dict(zip(names, runs))
+
+
+def peft_type(run: Run) -> str | None:
+    return read_json_file(run.dir / "adapter" / "adapter_config.json").get("peft_type")
+
+
+def check_joins(run: Run, first: Run) -> None:
+    """`run` has a PEFT adapter that can sit beside `first`'s on one base: the same base model, the same kind of model
+    (classifier or causal LM) and the same PEFT type."""
+    check_weights(run.weights_dir, ("adapter_config.json",) if run.is_peft_adapter else ())
+    if not run.is_peft_adapter:
+        raise TunesmithError(f"--adapter {run.dir}: a {run.config.method.name!r} run has no PEFT adapter; "
+                             "only lora, dora, ia3, prompt and prefix runs share a base model")
+    if run is first:
+        return
+    if run.config.model.name != first.config.model.name:
+        raise TunesmithError(f"--adapter {run.dir}: trained on {run.config.model.name!r}, but {first.dir} on "
+                             f"{first.config.model.name!r}; adapters share one base model")
+    if run.objective.model_kind != first.objective.model_kind:
+        raise TunesmithError(f"--adapter {run.dir}: a {run.config.objective.name} run cannot share a base with "
+                             f"the {first.config.objective.name} run {first.dir} (one is a classifier, one a causal LM)")
+    if peft_type(run) != peft_type(first):
+        raise TunesmithError(f"--adapter {run.dir}: a {peft_type(run)} adapter cannot sit next to the {peft_type(first)} "
+                             f"adapter of {first.dir} in one PEFT model; use runs of the same PEFT type")
 
 
 def _fit_heads(model, adapter: str, weights: dict) -> None:
@@ -75,23 +83,39 @@ class AdapterSet:
     """
 
     def __init__(self, run_dirs, trust_remote_code: bool = False, names=None):
-        from peft import PeftConfig, PeftModel
-        from peft.utils import set_peft_model_state_dict
-        from safetensors.torch import load_file
+        from peft import PeftModel
 
         self.runs = _peft_runs(run_dirs, trust_remote_code, names)  # names: one per run (default: its folder's)
         first_name, first = next(iter(self.runs.items()))
         self.model = PeftModel.from_pretrained(first.load_base(), str(first.dir / "adapter"), adapter_name=first_name)
         for name, run in list(self.runs.items())[1:]:
-            folder = run.dir / "adapter"
-            config = PeftConfig.from_pretrained(str(folder))
-            config.inference_mode = True
-            self.model.add_adapter(name, config)
-            weights = load_file(folder / "adapter_model.safetensors")
-            _fit_heads(self.model, name, weights)
-            set_peft_model_state_dict(self.model, weights, adapter_name=name)
+            self._load(name, run)
         to_device(self.model).eval()
         log.info("Loaded adapters %s on one %s base", ", ".join(self.runs), first.config.model.name)
+
+    def add(self, run_dir, name: str, trust_remote_code: bool = False) -> None:
+        """One more run's adapter on this base, under `name` (the same base, kind of model and PEFT type)."""
+        if name in self.runs:
+            raise TunesmithError(f"adapter {name!r} is loaded already; loaded: {self.names}")
+        run = Run(run_dir, trust_remote_code=trust_remote_code)
+        check_joins(run, next(iter(self.runs.values())))
+        with model_lock(self.model):  # no call runs while the model gains an adapter
+            self._load(name, run)
+            to_device(self.model).eval()
+        self.runs[name] = run
+
+    def _load(self, name: str, run: Run) -> None:
+        from peft import PeftConfig
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        folder = run.dir / "adapter"
+        config = PeftConfig.from_pretrained(str(folder))
+        config.inference_mode = True
+        self.model.add_adapter(name, config)
+        weights = load_file(folder / "adapter_model.safetensors")
+        _fit_heads(self.model, name, weights)
+        set_peft_model_state_dict(self.model, weights, adapter_name=name)
 
     @property
     def names(self) -> list[str]:
@@ -120,6 +144,15 @@ class AdapterSet:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         cfg = with_max_new_tokens(run.config, max_new_tokens)
         with using_adapter(self.model, adapter):
+            return run.objective.probe(self.model, run.tokenizer, prompts, cfg, run.task, **options)
+
+
+    def generate_base(self, prompts, adapter: str, max_new_tokens: int | None = None, **options) -> list[str]:
+        """What the base model alone (every adapter off) answers, prompts formatted as the adapter's run was trained."""
+        run = self._run(adapter)
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        cfg = with_max_new_tokens(run.config, max_new_tokens)
+        with using_adapter(self.model, adapter), self.model.disable_adapter():
             return run.objective.probe(self.model, run.tokenizer, prompts, cfg, run.task, **options)
 
 

@@ -32,7 +32,8 @@ EXPORT_MARKER = "tunesmith-export.json"
 # Everything tunesmith writes at the top of a run folder (weights folders are named by the method's `saves`).
 RUN_ENTRIES = {"config.yaml", "manifest.json", "metrics.jsonl", "eval.json", "report.html", "plots", "checkpoints",
                "bench.json", "adapter", "model", "features", "scratch",
-               "tensorboard", "mlruns", "base.json"}
+               "tensorboard", "mlruns", "base.json", "data_preview.json"}
+DATA_PREVIEW = "data_preview.json"  # a new run's first training examples as the model saw them (the board shows it)
 PARTIAL = ".partial"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from tunesmith.config import RunConfig
-from tunesmith.data.inspect import length_stats
+from tunesmith.data.inspect import describe_example, length_stats
 from tunesmith.data.sources import load_splits
 from tunesmith.errors import raise_if
 from tunesmith.modeling import (
@@ -46,6 +46,17 @@ class Prepared:
     def stats(self) -> dict:
         """Token lengths per split; for conversations also their turns, trained tokens and what truncation cut."""
         return {split: length_stats(self.features[split], self.cfg.data.max_length) for split in self.data}
+
+    def preview(self, n: int = 3, stats: bool = True) -> dict:
+        """The first n training examples as the model sees them (tokenized on their own: a split the trainer reads
+        as raw text is not tokenized whole for them), the task facts and the dropped rows; with `stats`, the length
+        statistics of every split (tokenizing each), else of the splits tokenized already."""
+        train = self.data["train"]
+        first = self.objective.tokenize(train.select(range(min(n, len(train)))), self.tokenizer, self.cfg, self.task)
+        examples = [describe_example(first, i, self.tokenizer, self.task.get("labels")) for i in range(len(first))]
+        splits = self.data if stats else [s for s in self.data if s in self.features]
+        return {"examples": examples, "task": self.task, "dropped": self.dropped,
+                "stats": {s: length_stats(self.features[s], self.cfg.data.max_length) for s in splits}}
 
 
 class Features(dict):

@@ -40,12 +40,16 @@ from tunesmith.runs import (
     run_marker,
     start_manifest,
 )
+from tunesmith.runs.folder import DATA_PREVIEW
 from tunesmith.runs.resume import BASE, STARTED_CONFIG, checkpoint_marker, last_checkpoint
 from tunesmith.training.evaluate import base_forgetting_scores, forgetting_scores
 from tunesmith.training.prepare import Prepared, measure
 from tunesmith.trust import trusting
 
 log = logging.getLogger("tunesmith")
+
+
+PREVIEW_EXAMPLES = 3  # training examples in a run's data_preview.json
 
 
 def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: bool = False,
@@ -78,6 +82,7 @@ def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: b
         else:  # config.yaml, and a copy in the manifest: --resume refuses a config.yaml edited since (runs.resume)
             (stage / "config.yaml").write_text(cfg.to_yaml())
             manifest[STARTED_CONFIG] = cfg.model_dump(mode="json")
+            write_json(stage / DATA_PREVIEW, prep.preview(PREVIEW_EXAMPLES, stats=False))  # the board shows it
         write_json(stage / "manifest.json", manifest)
     try:
         with trusting(trust_remote_code):
