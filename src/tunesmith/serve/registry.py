@@ -249,12 +249,13 @@ def _mixable(model) -> bool:
 def _batchers(served: list[Served], batching) -> None:
     """One Batcher per loaded model, shared by the names served on it."""
     from tunesmith.serve.batching import Batcher
+    from tunesmith.serve.continuous import open_session
     from tunesmith.serve.decode import run_jobs
 
     made: dict[int, Any] = {}
     for s in served:
         if id(s.model) not in made:
-            made[id(s.model)] = Batcher(s.parent or s.name, run_jobs, batching)
+            made[id(s.model)] = Batcher(s.parent or s.name, run_jobs, batching, open_session)
         s.batcher = made[id(s.model)]
         if s.kind in ("adapter", "base") and _mixable(s.model):
             s.batch_key = "lora"
