@@ -188,3 +188,17 @@ def test_through_the_server_a_short_request_is_answered_while_a_long_one_streams
             assert registry.get("tiny").batcher.history[-1][:2] == (2, 2)  # one batch: the short one joined it
     finally:
         registry.close()
+
+
+def test_more_samples_than_max_batch_wait_for_room_and_sample_as_in_one_batch(plain):
+    sampled = {"temperature": 1.0, "seed": 3, "n": 3, "max_new_tokens": 6}
+    answers = []
+    for max_batch in (2, 8):
+        served = Served("tiny", "model", plain.model, plain.tokenizer, ThreadPoolExecutor(1))
+        _batchers([served], Batching(max_batch=max_batch, batch_window_ms=0))
+        try:
+            answers.append(served.batcher.submit(job(served, LONG, **sampled)).future.result(timeout=60))
+        finally:
+            Registry([served]).close()
+    assert [c.token_ids for c in answers[0]] == [c.token_ids for c in answers[1]]
+    assert [c.sample for c in answers[0]] == [0, 1, 2]

@@ -1,11 +1,15 @@
-"""Dynamic batching for `tunesmith serve`: one queue and one thread per loaded model.
+"""Continuous batching for `tunesmith serve`: one queue and one thread per loaded model.
 
-A request becomes a `Job` of `Row`s (one row per prompt x sample). The model's `Batcher` thread takes the job at
-the head of its queue, waits a short window (`--batch-window-ms`) if it is alone, then takes every later job that
-may share its batch (same batch key: every adapter of a LoRA base shares one, other models batch per served name)
-while the rows fit `--max-batch`, and generates them together (decode.py), each row with its own sampling options,
-stop strings, max_tokens and seed. A job ends when its own rows do, not when the batch does. `--max-batch 1` is
-the server before batching: one request at a time, in arrival order.
+A request becomes a `Job` of `Row`s (one row per prompt x sample). When the model is idle, its `Batcher` thread
+takes the job at the head of its queue, waits a short window (`--batch-window-ms`) if it is alone, then takes every
+later job that may share its batch (same batch key: every adapter of a LoRA base shares one, other models batch per
+served name) while the rows fit `--max-batch`. It then steps them together, one token per row per step
+(continuous.py), each row with its own sampling options, stop strings, max_tokens and seed; between two steps it
+admits the rows of jobs that arrived meanwhile (same key, arrival order, while the batch holds fewer than
+`--max-batch` rows), and a row that ends leaves the batch at once, its caller answered. The batch (one entry of
+`history`) ends when no row is left. A model the loop cannot step (continuous.supports) gets static batches
+instead: the gathered rows in one `generate` call (decode.py). `--max-batch 1` is the server before batching: one
+sequence at a time, in arrival order.
 
 Back-pressure: at most `--max-queue` jobs wait; one more is refused (QueueFull: HTTP 429 with Retry-After). A job
 the client gave up on (a closed stream, `--request-timeout`) is cancelled: skipped if still queued, its rows

@@ -1,6 +1,8 @@
-"""The work of one batch of `tunesmith serve` (batching.py gathers it): rows of several requests generated in one
-left-padded `generate` call, each with its own sampling options, stop strings, max_tokens, seed and log-probabilities,
-and each answered (its request's future resolved, its stream ended) at the step its own sequence ends.
+"""Decoding rows for `tunesmith serve`: `Track`, one row's state whichever loop steps it (its sampler, tokens,
+log-probabilities, stream and answer), and the static batch: rows of several requests generated in one left-padded
+`generate` call, for the models continuous.py cannot step (and score jobs: a prompt's own log-probabilities). Each
+row has its own sampling options, stop strings, max_tokens, seed and log-probabilities, and is answered (its
+request's future resolved, its stream ended) at the step its own sequence ends.
 
 Rows of different adapters of one LoRA base share a batch through PEFT's per-sample adapter selection
 (`adapter_names`, "__base__" for the base), under the model's lock; other models run a batch of one served name
