@@ -3,8 +3,10 @@ adapters switched per request.
 
 - registry.py: which runs and models are served under which names; per loaded model a Batcher (generation) and a
   worker thread (classify, score);
-- batching.py: dynamic batching: each model's bounded queue and batch thread (--max-batch, --batch-window-ms,
-  --max-queue, --request-timeout); decode.py: one batch's generate call, each row with its own options, and the
+- batching.py: continuous batching: each model's bounded queue and batch thread (--max-batch, --batch-window-ms,
+  --max-queue, --request-timeout); continuous.py: the decode loop that steps every row at work over one KV cache,
+  admitting rows between steps and retiring them as they end; decode.py: each row's sampling, stop strings, stream
+  and answer (shared by both loops), the static batch (one generate call) for models the loop cannot step, and the
   log-probabilities of a prompt's own tokens (echo); logprobs.py: log-probabilities in OpenAI's shapes;
 - models.py: the request and response shapes, in OpenAI's format (errors.py: the error shape, APIError);
 - limits.py: what one request may ask (prompts, body bytes, new tokens), each raised by a `tunesmith serve` flag;

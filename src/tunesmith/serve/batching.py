@@ -1,11 +1,15 @@
-"""Dynamic batching for `tunesmith serve`: one queue and one thread per loaded model.
+"""Continuous batching for `tunesmith serve`: one queue and one thread per loaded model.
 
-A request becomes a `Job` of `Row`s (one row per prompt x sample). The model's `Batcher` thread takes the job at
-the head of its queue, waits a short window (`--batch-window-ms`) if it is alone, then takes every later job that
-may share its batch (same batch key: every adapter of a LoRA base shares one, other models batch per served name)
-while the rows fit `--max-batch`, and generates them together (decode.py), each row with its own sampling options,
-stop strings, max_tokens and seed. A job ends when its own rows do, not when the batch does. `--max-batch 1` is
-the server before batching: one request at a time, in arrival order.
+A request becomes a `Job` of `Row`s (one row per prompt x sample). When the model is idle, its `Batcher` thread
+takes the job at the head of its queue, waits a short window (`--batch-window-ms`) if it is alone, then takes every
+later job that may share its batch (same batch key: every adapter of a LoRA base shares one, other models batch per
+served name) while the rows fit `--max-batch`. It then steps them together, one token per row per step
+(continuous.py), each row with its own sampling options, stop strings, max_tokens and seed; between two steps it
+admits the rows of jobs that arrived meanwhile (same key, arrival order, while the batch holds fewer than
+`--max-batch` rows), and a row that ends leaves the batch at once, its caller answered. The batch (one entry of
+`history`) ends when no row is left. A model the loop cannot step (continuous.supports) gets static batches
+instead: the gathered rows in one `generate` call (decode.py). `--max-batch 1` is the server before batching: one
+sequence at a time, in arrival order.
 
 Back-pressure: at most `--max-queue` jobs wait; one more is refused (QueueFull: HTTP 429 with Retry-After). A job
 the client gave up on (a closed stream, `--request-timeout`) is cancelled: skipped if still queued, its rows
@@ -133,11 +137,13 @@ class Job:
 
 
 class Batcher:
-    """The queue and thread of one loaded model; `run(jobs, chunk)` does the work of one batch (decode.run_jobs) and
-    returns how many decoding steps it took."""
+    """The queue and thread of one loaded model. `open_session(served)` starts a continuous batch for the model
+    (continuous.Session: `admit(rows)`, `step()`, `active`), or gives None for a model it cannot step; then, and for
+    "score" jobs, `run(jobs, chunk)` does the work of one static batch (decode.run_jobs) and returns its steps."""
 
-    def __init__(self, name: str, run: Callable[[list[Job], int], None], config: Batching | None = None):
-        self.name, self.run, self.config = name, run, config or Batching()
+    def __init__(self, name: str, run: Callable[[list[Job], int], None], config: Batching | None = None,
+                 open_session: Callable[[Any], Any] | None = None):
+        self.name, self.run, self.config, self.open_session = name, run, config or Batching(), open_session
         self.queue: deque[Job] = deque()
         self.cond = threading.Condition()
         self.closed = False
@@ -159,11 +165,12 @@ class Batcher:
         return job
 
     def retry_after(self) -> int:
-        """Seconds until the queue has likely moved: recent batch time x the batches queued ahead, at least 1."""
+        """Seconds until the queue has likely moved: the recent seconds per row (a batch's time over its rows) x the
+        rows queued, at least 1."""
         recent = list(self.history)[-20:]
-        per_batch = sum(s for *_, s in recent) / len(recent) if recent else 1.0
-        batches = math.ceil(sum(len(j.rows) for j in self.queue) / self.config.max_batch)
-        return max(1, math.ceil(per_batch * max(batches, 1)))
+        rows = sum(r for _, r, *_ in recent)
+        per_row = sum(s for *_, s in recent) / rows if rows else 1.0 / self.config.max_batch
+        return max(1, math.ceil(per_row * max(sum(len(j.rows) for j in self.queue), self.config.max_batch)))
 
     def close(self) -> None:
         """No new jobs; the queued ones are still answered; returns when the thread is done."""
@@ -176,19 +183,63 @@ class Batcher:
         while (jobs := self._gather()) is not None:
             if not jobs:
                 continue
-            start, rows, steps = time.monotonic(), sum(len(j.rows) for j in jobs), 0
+            start, steps = time.monotonic(), 0
             self.running = jobs
             try:
-                steps = self.run(jobs, max(self.config.max_batch, 8)) or 0
+                session = self.open_session(jobs[0].served) if self.open_session and jobs[0].kind == "generate" else None
+                if session is None:
+                    steps = self.run(jobs, max(self.config.max_batch, 8)) or 0
+                else:
+                    steps = self._continuous(session, jobs)
             except BaseException as err:  # noqa: BLE001 (answered to each waiting client)
-                for job in jobs:
+                for job in self.running:
                     job.fail(err)
             finally:
-                self.running = []
-                for job in jobs:
+                for job in self.running:
                     if not job.future.done():
                         job.fail(RuntimeError("the batch ended without answering this request"))
-                self.history.append((len(jobs), rows, steps, time.monotonic() - start))
+                self.history.append((len(self.running), sum(len(j.rows) for j in self.running), steps,
+                                     time.monotonic() - start))
+                self.running = []
+
+    def _continuous(self, session, jobs: list[Job]) -> int:
+        """Step `jobs` and the jobs that join them until the batch is empty; returns the steps (each admission's prefill
+        counts one: it gives the admitted rows their first token). Between two steps, waiting rows of the same batch
+        key are admitted while the batch has room (`max_batch` rows), in arrival order: a job for another key (or a
+        score job) at the head of the queue stops admissions, so the batch drains and that job goes next."""
+        pending, key, steps = deque(r for j in jobs for r in j.rows), jobs[0].key, 0
+        while True:
+            room = self.config.max_batch - session.active
+            if len(pending) < room:
+                pending.extend(r for j in self._more(key, room - len(pending)) for r in j.rows)
+            rows = [pending.popleft() for _ in range(min(room, len(pending)))]
+            for job in {id(r.job): r.job for r in rows if r.job.cancelled.is_set()}.values():
+                job.future.cancel()  # its client left before its rows started: nothing to answer
+            rows = [r for r in rows if not r.job.cancelled.is_set()]
+            if rows:
+                session.admit(rows)
+                steps += 1
+            if session.active:
+                session.step()
+                steps += 1
+            if not session.active and not pending:  # the batch is empty: this batch ends (its figures recorded)
+                return steps
+
+    def _more(self, key, rows: int) -> list[Job]:
+        """Jobs from the head of the queue for batch key `key` (at least `rows` rows if there are), without waiting."""
+        taken: list[Job] = []
+        with self.cond:
+            while self.queue and rows > 0:
+                job = self.queue[0]
+                if job.cancelled.is_set():
+                    self._drop(job)
+                    continue
+                if job.kind != "generate" or job.key != key:
+                    break
+                taken.append(self.queue.popleft())
+                rows -= len(job.rows)
+        self.running = self.running + taken
+        return taken
 
     def _gather(self) -> list[Job] | None:
         """Wait for a job; if the batch is not full yet, give others `batch_window_ms` to arrive; take the batch."""

@@ -1,6 +1,8 @@
-"""The work of one batch of `tunesmith serve` (batching.py gathers it): rows of several requests generated in one
-left-padded `generate` call, each with its own sampling options, stop strings, max_tokens, seed and log-probabilities,
-and each answered (its request's future resolved, its stream ended) at the step its own sequence ends.
+"""Decoding rows for `tunesmith serve`: `Track`, one row's state whichever loop steps it (its sampler, tokens,
+log-probabilities, stream and answer), and the static batch: rows of several requests generated in one left-padded
+`generate` call, for the models continuous.py cannot step (and score jobs: a prompt's own log-probabilities). Each
+row has its own sampling options, stop strings, max_tokens, seed and log-probabilities, and is answered (its
+request's future resolved, its stream ended) at the step its own sequence ends.
 
 Rows of different adapters of one LoRA base share a batch through PEFT's per-sample adapter selection
 (`adapter_names`, "__base__" for the base), under the model's lock; other models run a batch of one served name
@@ -52,70 +54,106 @@ def run_jobs(jobs, chunk: int) -> int:
     return steps
 
 
-class _Steps:
-    """The logits processor (sampling per row, log-probabilities kept) and the stopping criterion (each row's end,
-    its streamed text, its answer) of one batch."""
+class Track:
+    """One row's decoding state, whichever loop steps it (the static batch here, or continuous.py's): its sampler
+    (transformers' warpers, then Gumbel noise from its own generator seeded as `generation.complete` seeds it), its
+    tokens and log-probabilities, what its stream has been sent; its job hears of its end at once."""
 
-    def __init__(self, rows, tokenizer, width: int, eos, device):
+    def __init__(self, row, device):
         import torch
 
-        self.rows, self.tokenizer, self.width, self.eos = rows, tokenizer, width, eos
-        self.generators = [torch.Generator(device=device).manual_seed(r.seed) if r.temperature > 0 else None
-                           for r in rows]
-        self.warpers = [_warpers(r.temperature, r.top_k, r.top_p) if r.temperature > 0 else [] for r in rows]
-        self.want = any(r.logprobs is not None for r in rows)
+        self.row = row
+        self.generator = torch.Generator(device=device).manual_seed(row.seed) if row.temperature > 0 else None
+        self.warpers = _warpers(row.temperature, row.top_k, row.top_p) if row.temperature > 0 else []
+        self.tokens: list[int] = []
+        self.entries = [] if row.logprobs is not None else None
+        self.sent = self.shown = 0
+        self.done = False
+
+    def sample(self, scores):
+        """This row's scores (1 x vocab) warped, plus Gumbel noise: their argmax is a sample."""
+        import torch
+
+        for warp in self.warpers:
+            scores = warp(None, scores)
+        u = torch.rand(scores.shape[-1], generator=self.generator, device=scores.device)
+        return scores[0] - torch.log(-torch.log(u.clamp_(min=1e-20)))
+
+    def take(self, tokenizer, eos, token: int, logp) -> bool:
+        """The row's next token (logp: the raw log-probabilities it was chosen from, when asked for); streams its
+        settled text; answers its job when the row ends (EOS, a stop string, max_tokens, or its client left)."""
+        row, job = self.row, self.row.job
+        self.tokens.append(token)
+        if self.entries is not None:
+            self.entries.append(_entry(logp, token, row.logprobs))
+        eos_hit = token == eos
+        finished = eos_hit or len(self.tokens) >= row.max_new_tokens or job.cancelled.is_set()
+        if not (finished or row.stop or job.on_text):
+            return False
+        text, hit = _text(tokenizer, self.tokens, row.stop)
+        finished = finished or hit
+        if job.on_text is not None and not job.cancelled.is_set():
+            settled = len(text) if finished else len(text) - _held_back(text, row.stop)
+            if settled > self.sent:
+                entries = self.entries
+                if entries is not None:
+                    entries, self.shown = entries[self.shown :], len(entries)
+                job.on_text(row.index, text[self.sent : settled], entries)
+                self.sent = settled
+        if finished:
+            self.end(tokenizer, "stop" if hit or eos_hit else "length", text)
+        return finished
+
+    def end(self, tokenizer, reason: str = "length", text: str | None = None) -> None:
+        """Answer the row's job with what it has."""
+        if text is None:
+            text, _ = _text(tokenizer, self.tokens, self.row.stop)
+        self.done = True
+        row = self.row
+        row.job.done(row.index, Completed(row.prompt, row.sample, text, list(self.tokens), reason, self.entries))
+
+
+def choose(tracks, scores, tokenizer, eos) -> list[int]:
+    """One decoding step of `tracks` (the rows of `scores`, batch x vocab, float32, changed in place): each row's
+    next token, greedy or sampled, handed to its Track; returns the tokens."""
+    want = any(t.entries is not None for t in tracks)
+    logp = scores.log_softmax(-1) if want else None
+    for r, track in enumerate(tracks):
+        if track.generator is not None and not track.done:
+            scores[r] = track.sample(scores[r : r + 1])
+    tokens = scores.argmax(-1).tolist()
+    for r, track in enumerate(tracks):
+        if not track.done:
+            track.take(tokenizer, eos, tokens[r], logp[r] if logp is not None else None)
+    return tokens
+
+
+class _Steps:
+    """generate's logits processor (sampling per row, log-probabilities kept) and stopping criterion (each row's
+    end, its streamed text, its answer) for one static batch."""
+
+    def __init__(self, rows, tokenizer, eos, device):
+        self.tokenizer, self.eos = tokenizer, eos
+        self.tracks = [Track(r, device) for r in rows]
+        self.want = any(t.entries is not None for t in self.tracks)
         self.logp = None
-        self.tokens: list[list[int]] = [[] for _ in rows]
-        self.entries = [[] if r.logprobs is not None else None for r in rows]
-        self.sent, self.shown, self.done = [0] * len(rows), [0] * len(rows), [False] * len(rows)
 
     def process(self, input_ids, scores):
-        import torch
-
         if self.want:
             self.logp = scores.float().log_softmax(-1)
-        for r, gen in enumerate(self.generators):
-            if gen is None or self.done[r]:
-                continue
-            s = scores[r : r + 1]
-            for warp in self.warpers[r]:
-                s = warp(input_ids[r : r + 1], s)
-            u = torch.rand(s.shape[-1], generator=gen, device=s.device)
-            scores[r] = s[0] - torch.log(-torch.log(u.clamp_(min=1e-20)))
+        for r, track in enumerate(self.tracks):
+            if track.generator is not None and not track.done:
+                scores[r] = track.sample(scores[r : r + 1])
         return scores
 
     def stop(self, input_ids, scores, **kwargs):
         import torch
 
         last = input_ids[:, -1].tolist()
-        for r, row in enumerate(self.rows):
-            if not self.done[r]:
-                self._step(r, row, last[r])
-        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
-
-    def _step(self, r: int, row, token: int) -> None:
-        self.tokens[r].append(token)
-        if self.entries[r] is not None:
-            self.entries[r].append(_entry(self.logp[r], token, row.logprobs))
-        ids, job = self.tokens[r], row.job
-        eos_hit = token == self.eos
-        finished = eos_hit or len(ids) >= row.max_new_tokens or job.cancelled.is_set()
-        if not (finished or row.stop or job.on_text):
-            return
-        text, hit = _text(self.tokenizer, ids, row.stop)
-        finished = finished or hit
-        if job.on_text is not None and not job.cancelled.is_set():
-            settled = len(text) if finished else len(text) - _held_back(text, row.stop)
-            if settled > self.sent[r]:
-                entries = self.entries[r]
-                if entries is not None:
-                    entries, self.shown[r] = entries[self.shown[r] :], len(entries)
-                job.on_text(row.index, text[self.sent[r] : settled], entries)
-                self.sent[r] = settled
-        if finished:
-            self.done[r] = True
-            reason = "stop" if hit or eos_hit else "length"
-            job.done(row.index, Completed(row.prompt, row.sample, text, list(ids), reason, self.entries[r]))
+        for r, track in enumerate(self.tracks):
+            if not track.done:
+                track.take(self.tokenizer, self.eos, last[r], self.logp[r] if self.logp is not None else None)
+        return torch.tensor([t.done for t in self.tracks], dtype=torch.bool, device=input_ids.device)
 
 
 def _entry(logp, token: int, k: int | None) -> tuple:
@@ -136,7 +174,7 @@ def generate_rows(model, tokenizer, rows, adapter_names: list[str] | None = None
     width = max(len(r.ids) for r in rows)
     batch = torch.tensor([[pad] * (width - len(r.ids)) + r.ids for r in rows], device=device)
     mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows], device=device)
-    steps = _Steps(rows, tokenizer, width, tokenizer.eos_token_id, device)
+    steps = _Steps(rows, tokenizer, tokenizer.eos_token_id, device)
     extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
     was_training = model.training
     model.eval()
@@ -147,11 +185,10 @@ def generate_rows(model, tokenizer, rows, adapter_names: list[str] | None = None
                            logits_processor=[steps.process], stopping_criteria=[steps.stop], **extra)
     finally:
         model.train(was_training)
-    for r, row in enumerate(rows):  # generate ended (every row stopped): a row not answered yet ends here
-        if not steps.done[r]:
-            text, _ = _text(tokenizer, steps.tokens[r], row.stop)
-            row.job.done(row.index, Completed(row.prompt, row.sample, text, steps.tokens[r], "length", steps.entries[r]))
-    return max(len(t) for t in steps.tokens)
+    for track in steps.tracks:  # generate ended (every row stopped): a row not answered yet ends here
+        if not track.done:
+            track.end(tokenizer)
+    return max(len(t.tokens) for t in steps.tracks)
 
 
 def prompt_logprobs(model, tokenizer, prompts: list[list[int]], k: int, batch_size: int = 8) -> list[list[tuple]]:

@@ -5,9 +5,10 @@ its run's name (its folder's, or NAME from `NAME=RUN_DIR`), and a causal LM base
 with the adapters switched off. A run saved as a whole model (full, freeze, ...) is served as it is, and `--model`
 serves a plain model (catalog name, local folder or hub id).
 
-Each loaded model has a `Batcher` (batching.py): its queue and thread gather the generation requests that arrive
-together and run them as one batch (decode.py); every adapter of a LoRA base shares one batch through PEFT's
-`adapter_names` (batch_key "lora"), other models batch the requests of one served name at a time. Classify and score
+Each loaded model has a `Batcher` (batching.py): its queue and thread step the generation requests together
+(continuous.py; decode.py's static batches for a model that loop cannot step), admitting new ones between steps;
+every adapter of a LoRA base shares one batch through PEFT's `adapter_names` (batch_key "lora"), other models batch
+the requests of one served name at a time. Classify and score
 requests run on the model's single worker thread, in arrival order, their adapter switched on for their own call
 only (`generation.using_adapter`, under the model's lock, which a batch holds too). Different bases run side by side.
 
@@ -249,12 +250,13 @@ def _mixable(model) -> bool:
 def _batchers(served: list[Served], batching) -> None:
     """One Batcher per loaded model, shared by the names served on it."""
     from tunesmith.serve.batching import Batcher
+    from tunesmith.serve.continuous import open_session
     from tunesmith.serve.decode import run_jobs
 
     made: dict[int, Any] = {}
     for s in served:
         if id(s.model) not in made:
-            made[id(s.model)] = Batcher(s.parent or s.name, run_jobs, batching)
+            made[id(s.model)] = Batcher(s.parent or s.name, run_jobs, batching, open_session)
         s.batcher = made[id(s.model)]
         if s.kind in ("adapter", "base") and _mixable(s.model):
             s.batch_key = "lora"
