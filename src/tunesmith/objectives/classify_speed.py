@@ -1,4 +1,4 @@
-"""classify's trainer, built to skip work that does not change what is learned (tests/unit/test_classify_speed.py):
+"""classify's trainer, built to do less work per step (tests/unit/test_classify_speed.py):
 
 - train.group_by_length: batches of rows of similar length (transformers' train_sampling_strategy: group_by_length:
   each epoch a fresh random order, cut into groups of 50 batches, each group sorted by length; the evaluations'
