@@ -1,6 +1,6 @@
 """Classification training against plain transformers + PEFT, on exactly the same work, in one invocation.
 
-    .venv/bin/python benchmarks/peers/classify_throughput.py [--epochs 10] [--lines plain,tunesmith,tunesmith-fp32]
+    .venv/bin/python benchmarks/peers/classify_throughput.py [--epochs 10] [--lines plain,tunesmith-before,tunesmith,tunesmith-fp32]
 
 The work (every line) is configs/sentiment-lora-textbook.yaml's: minilm-l6 (offline catalog), rotten_tomatoes 1,000
 training / 1,000 validation rows (tunesmith's seeded split: the same rows for every line), LoRA r=4, alpha 32,
@@ -11,13 +11,17 @@ an evaluation on the 1,000 rows after each (eval batch 32) and the best epoch's 
 - plain: the recipe as a user writes it with transformers + PEFT: AutoModelForSequenceClassification,
   peft.get_peft_model, the tokenizer with truncation, DataCollatorWithPadding, Trainer with those arguments and
   transformers' defaults otherwise (fp32);
+- tunesmith-before: `tunesmith train` with its classification speed levers off (train.group_by_length false,
+  train.bf16_frozen_weights false): what it did before them, bf16 autocast as shipped;
 - tunesmith: `tunesmith train configs/sentiment-lora-textbook.yaml` as shipped (its defaults: bf16 autocast where
-  this CPU computes bf16 natively, fp32 elsewhere);
-- tunesmith-fp32: the same with train.bf16 false.
+  this CPU computes bf16 natively, fp32 elsewhere; length-grouped batches; frozen weights cast to bf16 once);
+- tunesmith-fp32: the defaults with train.bf16 false.
 
 Per line: the non-padding training tokens (each row's tokens up to 128, times the epochs), the seconds of
-Trainer.train() (training steps and the per-epoch evaluations, the same work in every line), tokens/s, the best
-epoch's validation accuracy, peak RSS, and tokens/s as a ratio to the plain line. Figures are printed, never asserted.
+Trainer.train() (training steps and the per-epoch evaluations, the same work in every line), tokens/s, training
+examples/s, seconds per optimizer step (Trainer.train()'s seconds over its steps: the evaluations included), the best
+epoch's validation accuracy, peak RSS, and tokens/s as a ratio to the plain line; the machine and the date above the
+table. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -34,8 +38,14 @@ from pathlib import Path
 CONFIG = Path(__file__).parents[2] / "configs" / "sentiment-lora-textbook.yaml"
 LINES = {
     "plain": "transformers + PEFT, the recipe as written by hand (fp32)",
+    "tunesmith-before": "tunesmith train, speed levers off (group_by_length, bf16_frozen_weights false)",
     "tunesmith": "tunesmith train, defaults as shipped",
     "tunesmith-fp32": "tunesmith train, train.bf16 false",
+}
+OVERRIDES = {
+    "tunesmith-before": ["train.group_by_length=false", "train.bf16_frozen_weights=false"],
+    "tunesmith": [],
+    "tunesmith-fp32": ["train.bf16=false"],
 }
 
 
@@ -91,8 +101,8 @@ def plain(epochs: int, out: str) -> dict:
     trainer.train()
     seconds = time.perf_counter() - start
     best = max(e["eval_accuracy"] for e in trainer.state.log_history if "eval_accuracy" in e)
-    return {"seconds": seconds, "accuracy": best, "bf16": False,
-            "tokens": sum(len(ids) for ids in train["input_ids"]) * epochs}
+    return {"seconds": seconds, "accuracy": best, "bf16": False, "steps": trainer.state.global_step,
+            "examples": len(train) * epochs, "tokens": sum(len(ids) for ids in train["input_ids"]) * epochs}
 
 
 def tunesmith_line(epochs: int, out: str, overrides: list[str]) -> dict:
@@ -107,7 +117,8 @@ def tunesmith_line(epochs: int, out: str, overrides: list[str]) -> dict:
 
     tok = AutoTokenizer.from_pretrained(run.dir / m["saved"])
     tokens = sum(min(len(ids), 128) for ids in tok(list(splits["train"]["text"]))["input_ids"]) * epochs
-    return {"seconds": m["train_seconds"], "accuracy": run.results["tuned"]["accuracy"], "bf16": m["bf16"], "tokens": tokens}
+    return {"seconds": m["train_seconds"], "accuracy": run.results["tuned"]["accuracy"], "bf16": m["bf16"], "tokens": tokens,
+            "steps": m["train_steps"], "examples": m["train_examples"] * epochs}
 
 
 def child(name: str, epochs: int) -> dict:
@@ -115,7 +126,7 @@ def child(name: str, epochs: int) -> dict:
         if name == "plain":
             result = plain(epochs, out)
         else:
-            result = tunesmith_line(epochs, out, ["train.bf16=false"] if name == "tunesmith-fp32" else [])
+            result = tunesmith_line(epochs, out, OVERRIDES[name])
     return {"name": name, **result, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -144,17 +155,18 @@ def main() -> None:
             raise SystemExit(f"line {name} failed")
         results.append(json.loads(line[0][7:]))
         r = results[-1]
-        print(f"{name}: {r['tokens'] / r['seconds']:.0f} tokens/s, {r['seconds']:.1f} s, accuracy {r['accuracy']:.3f}, "
-              f"peak RSS {r['rss_mb']:.0f} MB", flush=True)
+        print(f"{name}: {r['tokens'] / r['seconds']:.0f} tokens/s, {r['seconds']:.1f} s, {r['seconds'] / r['steps']:.4f} "
+              f"s/step, accuracy {r['accuracy']:.3f}, peak RSS {r['rss_mb']:.0f} MB", flush=True)
     plain_rate = next((r["tokens"] / r["seconds"] for r in results if r["name"] == "plain"), None)
     print(f"\nmachine: {summary}; {args.epochs} epochs, configs/sentiment-lora-textbook.yaml's work\n")
-    print("| line | what | bf16 | tokens/s | vs plain | train s | best accuracy | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| line | what | bf16 | tokens/s | examples/s | vs plain | s/step | train s | best accuracy | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         rate = r["tokens"] / r["seconds"]
         ratio = f"{rate / plain_rate:.2f}x" if plain_rate else "-"
-        print(f"| {r['name']} | {LINES[r['name']]} | {'on' if r['bf16'] else 'off'} | {rate:.0f} | {ratio} | "
-              f"{r['seconds']:.1f} | {r['accuracy']:.3f} | {r['rss_mb']:.0f} |")
+        print(f"| {r['name']} | {LINES[r['name']]} | {'on' if r['bf16'] else 'off'} | {rate:.0f} | "
+              f"{r['examples'] / r['seconds']:.1f} | {ratio} | {r['seconds'] / r['steps']:.4f} | {r['seconds']:.1f} | "
+              f"{r['accuracy']:.3f} | {r['rss_mb']:.0f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": summary, "epochs": args.epochs, "lines": results}, indent=2))
 

@@ -149,6 +149,14 @@ def probe(model, tokenizer, texts, cfg, task, **options) -> list[str]:  # option
     return [f"{p['label']} ({p['score']:.2f})" for p in predict(model, tokenizer, texts, cfg, task)]
 
 
+def build_trainer(*args, **kwargs):
+    """Length-grouped batches, frozen weights cast to bf16 once (classify_speed, imported here: reading a config
+    imports no torch)."""
+    from tunesmith.objectives import classify_speed
+
+    return classify_speed.build_trainer(*args, **kwargs)
+
+
 def model_kwargs(task) -> dict:
     labels = task["labels"]
     return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": _label2id(task)}
@@ -162,5 +170,5 @@ OBJECTIVE = Objective(
     model_kwargs=model_kwargs, compute_metrics=lambda task: trainer_classification_metrics(task["labels"]),
     summary="labels from the data (accuracy, precision, recall, F1)",
     metric_directions={"accuracy": "max", "precision": "max", "recall": "max", "f1": "max", "loss": "min"},
-    predict=predict,
+    predict=predict, build_trainer=build_trainer,
 )
