@@ -198,12 +198,27 @@ def decoding_model(model, precision: str = "fp32"):
         log.debug("generation: fp32 (precision auto; %s)", why)
         yield model
         return
-    with torch.no_grad():
-        fast = copy.deepcopy(model).to(torch.bfloat16)
+    fast = bf16_copy(model)
     try:
         yield fast
     finally:
         del fast
+
+
+def bf16_copy(model):
+    """A copy of `model` whose floating-point parameters are bf16 (buffers such as rotary frequencies stay as they
+    are, so positions keep their precision), in eval mode, without an autocast wrapper accelerate may have put on
+    the original's forward (the copy computes in bf16 by itself). `model` is not changed."""
+    import torch
+
+    with torch.no_grad():
+        fast = copy.deepcopy(model)
+        for name in ("forward", "_original_forward"):  # accelerate's mixed-precision wrapper, an instance attribute
+            fast.__dict__.pop(name, None)
+        for p in fast.parameters():
+            if p.is_floating_point():
+                p.data = p.data.to(torch.bfloat16)
+    return fast.eval().requires_grad_(False)
 
 
 def _text(tokenizer, ids: list[int], stop: Sequence[str]) -> tuple[str, bool]:

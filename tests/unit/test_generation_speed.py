@@ -9,7 +9,7 @@ import torch
 
 from tunesmith import hardware
 from tunesmith.errors import TunesmithError
-from tunesmith.generation import complete, decoding_model, draw
+from tunesmith.generation import bf16_copy, complete, decoding_model, draw
 
 PROMPTS = ["Hello there", "Why is the sky blue? Tell me", "The quick brown fox jumps over the lazy dog and"]
 
@@ -51,8 +51,10 @@ def test_bf16_decodes_with_a_bf16_copy_and_leaves_the_model_alone(llama, monkeyp
     monkeypatch.setattr(hardware, "native_bf16", lambda use_cpu=False: (True, "CPU test has AMX"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     got = complete(model, tok, PROMPTS, max_new_tokens=8, batch_size=8, precision="auto")
-    half = copy.deepcopy(model).to(torch.bfloat16)
+    half = bf16_copy(model)
     assert [c.token_ids for c in got] == _left_padded_greedy(half, tok, PROMPTS, 8)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert all(b.dtype == torch.float32 for b in half.buffers() if b.is_floating_point())  # rotary frequencies
     assert all(v.dtype == torch.float32 and torch.equal(v, before[k]) for k, v in model.state_dict().items())
     with decoding_model(model, "auto") as decoder:
         assert decoder is not model and next(decoder.parameters()).dtype == torch.bfloat16
