@@ -35,9 +35,11 @@ from pathlib import Path
 BASE = "smollm2-135m-instruct"
 LINES = {"before": {"sampler": "gumbel", "precision": "fp32"}, "cdf": {"sampler": "cdf", "precision": "fp32"},
          "bf16": {"sampler": "gumbel", "precision": "auto"}, "after": {"sampler": "cdf", "precision": "auto"}}
-# GRPO: train.extra per line. before: what rl.py passed to TRL before this change; after: rl.py's defaults now.
-GRPO_LINES = {"before": {"cache_implementation": None, "steps_per_generation": 1}, "after": {},
-              "static": {"cache_implementation": "static"}, "gen4": {"steps_per_generation": 4}}
+# GRPO: (rollouts by a bf16 copy of the policy: rl.BF16_ROLLOUTS, train.extra for TRL's GRPOConfig) per line.
+# before: the path before this change; after: rl.py's defaults now; static: + TRL's cache_implementation static;
+# gen4: + steps_per_generation 4 (one generation of 4 steps' completions: changes the algorithm, see the docs).
+GRPO_LINES = {"before": (False, {}), "after": (True, {}), "static": (True, {"cache_implementation": "static"}),
+              "gen4": (True, {"steps_per_generation": 4})}
 
 
 def machine() -> str:
@@ -45,7 +47,8 @@ def machine() -> str:
     import transformers
     import trl
 
-    from tunesmith.hardware import _cpu_facts, machine as facts
+    from tunesmith.hardware import _cpu_facts
+    from tunesmith.hardware import machine as facts
 
     _, flags = _cpu_facts()
     vector = sorted(f for f in flags if f.startswith(("avx", "amx")))
@@ -124,13 +127,16 @@ def grpo_lines(args) -> None:
     from transformers import GenerationMixin
 
     from tunesmith import api
+    from tunesmith.objectives.feedback import rl
 
-    timing = {"generate": 0.0, "tokens": 0, "steps": []}
+    timing = {"generate": 0.0, "tokens": 0, "steps": [], "in_step": False}
     generate, step = GenerationMixin.generate, trl.GRPOTrainer.training_step
 
     def timed_generate(self, *a, **kw):
         start = time.perf_counter()
         out = generate(self, *a, **kw)
+        if not timing["in_step"]:  # the evaluation before and after training
+            return out
         timing["generate"] += time.perf_counter() - start
         width = kw["input_ids"].shape[1] if "input_ids" in kw else a[0].shape[1]
         pad = self.generation_config.pad_token_id
@@ -138,27 +144,30 @@ def grpo_lines(args) -> None:
         return out
 
     def timed_step(self, *a, **kw):
-        start = time.perf_counter()
-        result = step(self, *a, **kw)
-        timing["steps"].append(time.perf_counter() - start)
-        return result
+        start, timing["in_step"] = time.perf_counter(), True
+        try:
+            return step(self, *a, **kw)
+        finally:
+            timing["steps"].append(time.perf_counter() - start)
+            timing["in_step"] = False
 
     GenerationMixin.generate, trl.GRPOTrainer.training_step = timed_generate, timed_step
     print(f"GRPO: the rl stage of configs/rlhf-positive-reviews.yaml on {BASE}, reward function positive, "
           f"{args.grpo} steps per line (the first step is left out of s/step: it warms up)")
     for line in args.grpo_lines.split(","):
         cfg = grpo_config(args.grpo)
-        cfg["train"]["extra"] = GRPO_LINES[line]
+        rl.BF16_ROLLOUTS, cfg["train"]["extra"] = GRPO_LINES[line]
         with tempfile.TemporaryDirectory() as tmp:
             timing.update(generate=0.0, tokens=0, steps=[])
             api.train(cfg, out=Path(tmp) / "run")
             rows = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines() if x.strip()]
         steps = timing["steps"][1:] or timing["steps"]
         curve = [round(r["rewards/positive/mean"], 2) for r in rows if "rewards/positive/mean" in r]
-        print(f"{line:8} extra={GRPO_LINES[line]}: {statistics.fmean(steps):.2f} s/step (min {min(steps):.2f}); "
+        print(f"{line:8} bf16 rollouts {GRPO_LINES[line][0]}, extra {GRPO_LINES[line][1]}: {statistics.fmean(steps):.2f} s/step (min {min(steps):.2f}); "
               f"generation {timing['generate']:.1f} s of {sum(timing['steps']):.1f} s, "
-              f"{timing['tokens'] / max(timing['generate'], 1e-9):.1f} generated tokens/s (training prompts and "
-              f"evaluation); reward curve {curve}", flush=True)
+              f"{timing['tokens'] / max(timing['generate'], 1e-9):.1f} generated tokens/s; reward curve {curve}",
+              flush=True)
+    rl.BF16_ROLLOUTS = True
 
 
 def main(argv=None) -> None:
