@@ -16,8 +16,8 @@ the global RNG is never read or moved, a row's randomness does not depend on the
 concurrent calls cannot disturb each other. After transformers' own temperature / top-k / top-p warpers, each row
 takes the token where its cumulative probability first exceeds one uniform number (inverse-CDF sampling: exact, one
 random number per row and step, all drawn before decoding starts). `sampler="gumbel"`, the method before 2026-12
-(argmax over the scores plus Gumbel noise: one random number per vocabulary entry, ~25x more random-number work per
-step), gives the samples that seeds gave then. Greedy decoding never draws anything.
+(argmax over the scores plus Gumbel noise: one random number per vocabulary entry, row and step), gives the samples
+that seeds gave then. Greedy decoding never draws anything.
 
 Speed (docs/performance.md): `precision="auto"` decodes with a bf16 copy of the model where the CPU or GPU computes
 bf16 natively (hardware.native_bf16; on an AVX2-only CPU bf16 is emulated and far slower, so fp32 stays there);
