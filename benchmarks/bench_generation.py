@@ -20,8 +20,9 @@ whether the token ids equal the first line's (bf16 changes the arithmetic, so it
 --grpo STEPS trains the rl stage of configs/rlhf-positive-reviews.yaml in this process for STEPS steps on the base
 model (smollm2-135m-instruct instead of the sft stage's run) with the built-in reward function `positive` instead of
 the reward stage's model (neither needs the pipeline's earlier stages), 16 held-out prompts, once per GRPO line
-(GRPO_LINES: train.extra given to TRL's GRPOConfig), and prints s/step, the generation share of it, generated
-tokens/s inside GRPO and the reward curve (rewards/positive/mean per step).
+(GRPO_LINES: whether a bf16 copy of the policy samples the rollouts, rl.BF16_ROLLOUTS, and train.extra given to
+TRL's GRPOConfig), and prints s/step, the generation share of it, generated tokens/s inside the training steps (the
+evaluation before and after is left out) and the reward curve (rewards/positive/mean per logged step).
 """
 
 import argparse
@@ -153,7 +154,8 @@ def grpo_lines(args) -> None:
 
     GenerationMixin.generate, trl.GRPOTrainer.training_step = timed_generate, timed_step
     print(f"GRPO: the rl stage of configs/rlhf-positive-reviews.yaml on {BASE}, reward function positive, "
-          f"{args.grpo} steps per line (the first step is left out of s/step: it warms up)")
+          f"{args.grpo} steps per line; s/step is the mean of all steps (a line that generates once for several steps "
+          "pays it in its first), 'later' the mean without the first (which also warms up)")
     for line in args.grpo_lines.split(","):
         cfg = grpo_config(args.grpo)
         rl.BF16_ROLLOUTS, cfg["train"]["extra"] = GRPO_LINES[line]
@@ -161,9 +163,12 @@ def grpo_lines(args) -> None:
             timing.update(generate=0.0, tokens=0, steps=[])
             api.train(cfg, out=Path(tmp) / "run")
             rows = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        steps = timing["steps"][1:] or timing["steps"]
+        steps = timing["steps"]
+        later = steps[1:] or steps
         curve = [round(r["rewards/positive/mean"], 2) for r in rows if "rewards/positive/mean" in r]
-        print(f"{line:8} bf16 rollouts {GRPO_LINES[line][0]}, extra {GRPO_LINES[line][1]}: {statistics.fmean(steps):.2f} s/step (min {min(steps):.2f}); "
+        bf16, extra = GRPO_LINES[line]
+        print(f"{line:8} bf16 rollouts {bf16}, extra {extra}: {statistics.fmean(steps):.2f} s/step (first "
+              f"{steps[0]:.2f}, later {statistics.fmean(later):.2f}); "
               f"generation {timing['generate']:.1f} s of {sum(timing['steps']):.1f} s, "
               f"{timing['tokens'] / max(timing['generate'], 1e-9):.1f} generated tokens/s; reward curve {curve}",
               flush=True)
