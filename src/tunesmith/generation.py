@@ -211,13 +211,12 @@ def bf16_copy(model):
     the original's forward (the copy computes in bf16 by itself). `model` is not changed."""
     import torch
 
-    with torch.no_grad():
-        fast = copy.deepcopy(model)
+    with torch.no_grad():  # each parameter is cast once, straight into the copy (no fp32 copy of the weights first)
+        memo = {id(p): torch.nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)
+                for p in model.parameters() if p.is_floating_point()}
+        fast = copy.deepcopy(model, memo)
         for name in ("forward", "_original_forward"):  # accelerate's mixed-precision wrapper, an instance attribute
             fast.__dict__.pop(name, None)
-        for p in fast.parameters():
-            if p.is_floating_point():
-                p.data = p.data.to(torch.bfloat16)
     head = fast.get_output_embeddings() if hasattr(fast, "get_output_embeddings") else None
     if head is not None:  # torch 2.13: a bf16 matmul of the strided last-position slice of a batch (the first step's
         # hidden states) takes a batched path that copies the head's weight once per row: 3.6 s for SmolLM2 at batch 16
