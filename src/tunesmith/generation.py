@@ -12,13 +12,22 @@ share one base each get their own adapter's output (they run one at a time on th
 `adapter_names` is not used: it registers forward hooks on the shared layers, which two threads would mix.
 
 Sampling draws from a private `torch.Generator` per completion, seeded from (seed, prompt index, sample index):
-the global RNG is never read or moved, a row's noise does not depend on the other rows of its batch, and
-concurrent calls cannot disturb each other. It is exact sampling through the Gumbel-max trick: transformers'
-own temperature / top-k / top-p warpers, then argmax over the scores plus Gumbel noise.
+the global RNG is never read or moved, a row's randomness does not depend on the other rows of its batch, and
+concurrent calls cannot disturb each other. After transformers' own temperature / top-k / top-p warpers, each row
+takes the token where its cumulative probability first exceeds one uniform number (inverse-CDF sampling: exact, one
+random number per row and step, all drawn before decoding starts). `sampler="gumbel"`, the method before 2026-12
+(argmax over the scores plus Gumbel noise: one random number per vocabulary entry, row and step), gives the samples
+that seeds gave then. Greedy decoding never draws anything.
+
+Speed (docs/performance.md): `precision="auto"` decodes with a bf16 copy of the model where the CPU or GPU computes
+bf16 natively (hardware.native_bf16; on an AVX2-only CPU bf16 is emulated and far slower, so fp32 stays there);
+`"fp32"` (the default) decodes with the model as it is, so greedy output is exactly transformers' own.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import secrets
 import sys
 import threading
@@ -29,6 +38,9 @@ from dataclasses import dataclass
 
 from tunesmith.errors import TunesmithError
 
+log = logging.getLogger("tunesmith")
+SAMPLERS = ("cdf", "gumbel")
+PRECISIONS = ("fp32", "auto", "bf16")
 _LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
@@ -97,8 +109,10 @@ def chat_prompt(tokenizer, messages: list[dict], **template_kwargs) -> list[int]
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False, **template_kwargs))
 
 
-def _check(prompts, max_new_tokens, temperature, top_p, top_k, n, batch_size) -> list[str]:
-    problems = []
+def _check(prompts, max_new_tokens, temperature, top_p, top_k, n, batch_size, sampler="cdf",
+           precision="fp32") -> list[str]:
+    problems = [f"{key} must be one of {', '.join(allowed)}, got {value!r}" for key, value, allowed in
+                (("sampler", sampler, SAMPLERS), ("precision", precision, PRECISIONS)) if value not in allowed]
     if max_new_tokens < 1:
         problems.append(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if temperature < 0:
@@ -113,9 +127,13 @@ def _check(prompts, max_new_tokens, temperature, top_p, top_k, n, batch_size) ->
     return problems
 
 
-def _sampler(warpers, seeds: list[int], device):
-    """A logits processor: transformers' warpers, then Gumbel noise from one private generator per row, so that
-    greedy argmax over its output samples from the warped distribution."""
+def _seeds(base_seed: int, chunk) -> list[int]:
+    return [hash((base_seed, p, s)) & (2**63 - 1) for p, s in chunk]
+
+
+def _gumbel_sampler(warpers, seeds: list[int], device):
+    """The sampler before 2026-12: transformers' warpers, then Gumbel noise over the whole vocabulary from one private
+    generator per row, so that greedy argmax over its output samples from the warped distribution."""
     import torch
 
     generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
@@ -127,6 +145,83 @@ def _sampler(warpers, seeds: list[int], device):
         return scores - torch.log(-torch.log(u.clamp_(min=1e-20)))
 
     return process
+
+
+def draw(scores, uniforms):
+    """Inverse-CDF sampling, one token per row: the first token whose cumulative probability (softmax of the warped
+    `scores`, float64) exceeds uniforms[row] (in [0, 1)) times the row's total. A token of probability 0 (masked by
+    top-k / top-p) is never drawn. Returns a (rows, 1) tensor of token ids."""
+    import torch
+
+    cdf = torch.softmax(scores.double(), dim=-1).cumsum(-1)
+    total = cdf[:, -1:]
+    pick = torch.searchsorted(cdf, uniforms.to(cdf).unsqueeze(-1) * total, right=True)
+    return torch.minimum(pick, (cdf < total).sum(-1, keepdim=True))  # rounding at the very top: the last live token
+
+
+def _sampler(warpers, seeds: list[int], steps: int, device):
+    """A logits processor: transformers' warpers, then `draw` with the row's uniform for this step (from one private
+    generator per row, all `steps` drawn up front); it returns 0 for the drawn token and -inf elsewhere, so that
+    greedy argmax takes it."""
+    import torch
+
+    uniforms = torch.stack([torch.rand(steps, dtype=torch.float64, generator=torch.Generator().manual_seed(s))
+                            for s in seeds]).to(device)
+    step = iter(range(steps))
+
+    def process(input_ids, scores):
+        for warp in warpers:
+            scores = warp(input_ids, scores)
+        pick = draw(scores, uniforms[:, next(step)])
+        return torch.full_like(scores, float("-inf")).scatter_(1, pick, 0.0)
+
+    return process
+
+
+@contextmanager
+def decoding_model(model, precision: str = "fp32"):
+    """The model to decode with: `model` itself (fp32, or weights already in 16 bits), or for "auto" / "bf16" a bf16
+    copy made for this call where the hardware computes bf16 natively ("auto" keeps `model` elsewhere, and says
+    why in the log; "bf16" there is an error)."""
+    import torch
+
+    first = next(model.parameters())
+    if precision == "fp32" or first.dtype != torch.float32:
+        yield model
+        return
+    from tunesmith.hardware import native_bf16
+
+    native, why = native_bf16(use_cpu=first.device.type == "cpu")
+    if not native:
+        if precision == "bf16":
+            raise TunesmithError(f"precision='bf16': {why}; use precision='auto' (bf16 only where native) or 'fp32'")
+        log.debug("generation: fp32 (precision auto; %s)", why)
+        yield model
+        return
+    fast = bf16_copy(model)
+    try:
+        yield fast
+    finally:
+        del fast
+
+
+def bf16_copy(model):
+    """A copy of `model` whose floating-point parameters are bf16 (buffers such as rotary frequencies stay as they
+    are, so positions keep their precision), in eval mode, without an autocast wrapper accelerate may have put on
+    the original's forward (the copy computes in bf16 by itself). `model` is not changed."""
+    import torch
+
+    with torch.no_grad():  # each parameter is cast once, straight into the copy (no fp32 copy of the weights first)
+        memo = {id(p): torch.nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)
+                for p in model.parameters() if p.is_floating_point()}
+        fast = copy.deepcopy(model, memo)
+        for name in ("forward", "_original_forward"):  # accelerate's mixed-precision wrapper, an instance attribute
+            fast.__dict__.pop(name, None)
+    head = fast.get_output_embeddings() if hasattr(fast, "get_output_embeddings") else None
+    if head is not None:  # torch 2.13: a bf16 matmul of the strided last-position slice of a batch (the first step's
+        # hidden states) takes a batched path that copies the head's weight once per row: 3.6 s for SmolLM2 at batch 16
+        head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
+    return fast.eval().requires_grad_(False)
 
 
 def _text(tokenizer, ids: list[int], stop: Sequence[str]) -> tuple[str, bool]:
@@ -175,7 +270,8 @@ def _watcher(tokenizer, width: int, eos: int | None, max_new_tokens: int, stop, 
 def complete(model, tokenizer, prompts: Sequence[list[int] | str], *, max_new_tokens: int = 48,
              temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, stop: str | Sequence[str] = (),
              n: int = 1, seed: int | None = None, batch_size: int = 8, adapter: str | None = None,
-             on_text: Callable[[int, str], None] | None = None) -> list[Completion]:
+             on_text: Callable[[int, str], None] | None = None, sampler: str = "cdf",
+             precision: str = "fp32") -> list[Completion]:
     """n completions per prompt, prompt-major (prompt i's samples at i*n .. i*n+n-1).
 
     prompts: token-id lists (used as they are) or strings (tokenized with the tokenizer's special tokens); see
@@ -184,51 +280,66 @@ def complete(model, tokenizer, prompts: Sequence[list[int] | str], *, max_new_to
     prompts and options give the same samples (None: fresh randomness). adapter: the PEFT adapter this call uses
     (see `using_adapter`). on_text(index, new_text) streams: index is the completion's position in the result,
     the pieces of one index concatenate to its `text`; it works for any batch size and n, and holds back text
-    that may still become a stop string or half a character.
+    that may still become a stop string or half a character. sampler: "cdf" (default) or "gumbel" (the samples
+    seeds gave before 2026-12). precision: "fp32" (the model as it is), "auto" (a bf16 copy where bf16 is
+    native), "bf16" (that copy, or an error where bf16 is not native); see `decoding_model`.
     """
-    import torch
-
     stop = [s for s in ([stop] if isinstance(stop, str) else stop) if s]
     ids = [tokenizer(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompts]
-    problems = _check(ids, max_new_tokens, temperature, top_p, top_k, n, batch_size)
+    problems = _check(ids, max_new_tokens, temperature, top_p, top_k, n, batch_size, sampler, precision)
     if problems:
         raise TunesmithError("generate: " + "; ".join(problems))
     rows = [(p, s) for p in range(len(ids)) for s in range(n)]
     base_seed = secrets.randbits(63) if seed is None else seed
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = tokenizer.eos_token_id
+    make = _sampler if sampler == "cdf" else _gumbel_sampler
+    steps = (max_new_tokens,) if sampler == "cdf" else ()
+
+    def processors(chunk, device):
+        if temperature <= 0:
+            return []
+        return [make(_warpers(temperature, top_k, top_p), _seeds(base_seed, chunk), *steps, device)]
+
     results = []
     with using_adapter(model, adapter):
-        device = next(model.parameters()).device
         was_training = model.training
         if was_training:  # sampling inside training (RL): back to training mode afterwards
             model.eval()
         try:
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start : start + batch_size]
-                width = max(len(ids[p]) for p, _ in chunk)
-                batch = torch.tensor([[pad] * (width - len(ids[p])) + ids[p] for p, _ in chunk], device=device)
-                mask = torch.tensor([[0] * (width - len(ids[p])) + [1] * len(ids[p]) for p, _ in chunk], device=device)
-                options, ends = {}, [None] * len(chunk)
-                if temperature > 0:
-                    options["logits_processor"] = [_sampler(_warpers(temperature, top_k, top_p), [
-                        hash((base_seed, p, s)) & (2**63 - 1) for p, s in chunk], device)]
-                if stop or on_text is not None:
-                    watch, ends = _watcher(tokenizer, width, eos, max_new_tokens, stop, on_text,
-                                           list(range(start, start + len(chunk))))
-                    options["stopping_criteria"] = [watch]
-                with torch.no_grad():
-                    out = model.generate(input_ids=batch, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                         do_sample=False, pad_token_id=pad, eos_token_id=eos, **options)
-                for (p, s), end, row in zip(chunk, ends, out[:, width:].tolist()):
-                    row = row[: end or max_new_tokens]  # a row stopped by a stop string is padded after it
-                    new = row[: row.index(eos) + 1] if eos in row else row
-                    text, hit = _text(tokenizer, new, stop)
-                    ended = hit or (eos is not None and new[-1:] == [eos])
-                    results.append(Completion(p, s, text, new, "stop" if ended else "length"))
+            with decoding_model(model, precision) as decoder:
+                for start in range(0, len(rows), batch_size):
+                    chunk = rows[start : start + batch_size]
+                    results += _batch(decoder, tokenizer, ids, chunk, start, max_new_tokens, stop, on_text, processors)
         finally:
             if was_training:
                 model.train()
+    return results
+
+
+def _batch(model, tokenizer, ids, chunk, start, max_new_tokens, stop, on_text, processors) -> list[Completion]:
+    """One left-padded `generate` call for the (prompt, sample) rows of `chunk` (result positions from `start`)."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
+    width = max(len(ids[p]) for p, _ in chunk)
+    batch = torch.tensor([[pad] * (width - len(ids[p])) + ids[p] for p, _ in chunk], device=device)
+    mask = torch.tensor([[0] * (width - len(ids[p])) + [1] * len(ids[p]) for p, _ in chunk], device=device)
+    options, ends = {"logits_processor": processors(chunk, device)}, [None] * len(chunk)
+    if stop or on_text is not None:
+        watch, ends = _watcher(tokenizer, width, eos, max_new_tokens, stop, on_text,
+                               list(range(start, start + len(chunk))))
+        options["stopping_criteria"] = [watch]
+    with torch.no_grad():
+        out = model.generate(input_ids=batch, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=pad, eos_token_id=eos, **options)
+    results = []
+    for (p, s), end, row in zip(chunk, ends, out[:, width:].tolist()):
+        row = row[: end or max_new_tokens]  # a row stopped by a stop string is padded after it
+        new = row[: row.index(eos) + 1] if eos in row else row
+        text, hit = _text(tokenizer, new, stop)
+        ended = hit or (eos is not None and new[-1:] == [eos])
+        results.append(Completion(p, s, text, new, "stop" if ended else "length"))
     return results
 
 
@@ -242,6 +353,7 @@ def _warpers(temperature: float, top_k: int, top_p: float) -> list:
 def generate(model, tokenizer, prompts: Sequence[list[int] | str], max_new_tokens: int = 48, batch_size: int = 8,
              **options) -> list[str]:
     """The text of each completion, stripped of surrounding whitespace, in `complete`'s order (n per prompt).
-    Greedy by default; options are `complete`'s (temperature, top_p, top_k, stop, n, seed, adapter, on_text)."""
+    Greedy by default; options are `complete`'s (temperature, top_p, top_k, stop, n, seed, adapter, on_text,
+    sampler, precision)."""
     return [c.text.strip() for c in complete(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                              batch_size=batch_size, **options)]

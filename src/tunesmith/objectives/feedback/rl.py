@@ -219,7 +219,8 @@ def evaluate(model, tokenizer, raw, features, cfg, task) -> dict:
     texts = prompt_texts(raw.select(range(min(cap, len(raw)))) if cap else raw, tokenizer, cfg)
     ids = [prompt_ids(tokenizer, text, cfg) for text in texts]
     done = complete(model, tokenizer, ids, max_new_tokens=o.max_new_tokens, temperature=o.temperature,
-                    seed=cfg.train.seed, batch_size=cfg.train.per_device_eval_batch_size)
+                    seed=cfg.train.seed, batch_size=cfg.train.per_device_eval_batch_size,
+                    precision="auto" if BF16_ROLLOUTS else "fp32")  # bf16 where native, as the rollouts
     reward = rewards.build_reward(o.reward, trusted())
     scores = reward(texts, [c.text for c in done])
     kl = kl_to_reference(model, tokenizer, ids, [c.token_ids for c in done], cfg)
@@ -294,13 +295,60 @@ def _without_reference_adapter(trainer_class):
 
     class RLTrainer(trainer_class):
         def train(self, *args, **kwargs):
-            result = super().train(*args, **kwargs)
+            try:
+                result = super().train(*args, **kwargs)
+            finally:
+                self.__dict__.pop("_rollout", None)
             if "ref" in (getattr(self.model, "peft_config", None) or {}):
                 self.model.delete_adapter("ref")
             return result
 
+        def _generate_single_turn(self, *args, **kwargs):
+            fast = _rollout_model(self)
+            if fast is None:
+                return super()._generate_single_turn(*args, **kwargs)
+            policy, self.model_wrapped = self.model_wrapped, fast
+            try:
+                return super()._generate_single_turn(*args, **kwargs)
+            finally:
+                self.model_wrapped = policy
+
     RLTrainer.__name__ = RLTrainer.__qualname__ = trainer_class.__name__
     return RLTrainer
+
+
+BF16_ROLLOUTS = True  # benchmarks/bench_generation.py --grpo turns it off to time the path before it
+
+
+def _rollout_model(trainer):
+    """Where the run trains with bf16 autocast (train.bf16, on only where bf16 is native) and the policy's weights are
+    fp32: a bf16 copy of the policy that samples the rollouts (made once; its trainable parameters refreshed from the
+    policy before each generation), else None (the policy samples). On CPU transformers' generate runs a PEFT policy
+    without autocast, in fp32; bf16 weights halve the bytes every decoding step reads. Log-probabilities for the
+    loss are still computed by the policy itself, so the update stays exact for the completions drawn."""
+    import torch
+
+    from tunesmith.generation import bf16_copy
+
+    if not BF16_ROLLOUTS or not trainer.args.bf16 or getattr(trainer, "use_vllm", False) or \
+            getattr(trainer.args, "use_transformers_continuous_batching", False):
+        return None
+    if "_rollout" not in trainer.__dict__:
+        policy = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+        if any(p.dtype != torch.float32 for p in policy.parameters()):
+            trainer._rollout = None
+        else:
+            log.info("rl: rollouts sampled by a bf16 copy of the policy (train.bf16 on), refreshed before each batch")
+            fast = bf16_copy(policy)
+            trainer._rollout = fast, [(f, p) for f, p in zip(fast.parameters(), policy.parameters()) if p.requires_grad]
+            return fast
+    if trainer._rollout is None:
+        return None
+    fast, pairs = trainer._rollout
+    with torch.no_grad():
+        for mine, theirs in pairs:
+            mine.copy_(theirs)
+    return fast
 
 
 def _args_class():
