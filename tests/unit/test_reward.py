@@ -76,6 +76,8 @@ def test_pairs_reach_accuracy_one_on_a_separable_set(tiny_bert, pairs_file, tmp_
     good, bad = api.load_run(run.dir).score([{"prompt": "What about the plot?", "response": "the plot was good"},
                                              {"prompt": "What about the plot?", "response": "the plot was bad"}])
     assert good > bad
+    preview = json.loads((run.dir / "data_preview.json").read_text())  # what the board shows: the pair's two sides
+    assert len(preview["examples"]) == 3 and all(ex["label"].startswith("chosen over: ") for ex in preview["examples"])
 
 
 def test_pairs_with_lora_train_the_head_and_reload_with_plain_transformers_and_peft(tiny_bert, pairs_file, tmp_path):

@@ -54,6 +54,11 @@ def describe_example(features, index: int, tokenizer, label_names: list[str] | N
     """One tokenized example: its text, each token with whether it carries loss, and its label; a conversation also
     each token's role (system, user, assistant, tool; `roles`), its messages and trained turns, and the turns cut."""
     ex = features[index]
+    if "chosen_ids" in ex:  # a reward model's pair: the chosen text, the rejected one as its label
+        tokens = tokenizer.convert_ids_to_tokens(ex["chosen_ids"])
+        return {"text": tokenizer.decode(ex["chosen_ids"]), "tokens": [(t, False) for t in tokens],
+                "label": f"chosen over: {tokenizer.decode(ex['rejected_ids'])}", "length": len(ex["chosen_ids"]),
+                "full_length": ex["full_length"]}
     ids = ex["input_ids"]
     tokens = tokenizer.convert_ids_to_tokens(ids)
     labels = ex["labels"]

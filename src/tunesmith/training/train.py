@@ -82,7 +82,7 @@ def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: b
         else:  # config.yaml, and a copy in the manifest: --resume refuses a config.yaml edited since (runs.resume)
             (stage / "config.yaml").write_text(cfg.to_yaml())
             manifest[STARTED_CONFIG] = cfg.model_dump(mode="json")
-            write_json(stage / DATA_PREVIEW, prep.preview(PREVIEW_EXAMPLES, stats=False))  # the board shows it
+            _write_preview(prep, stage)
         write_json(stage / "manifest.json", manifest)
     try:
         with trusting(trust_remote_code):
@@ -94,6 +94,14 @@ def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: b
     if not main:
         return None
     return Run(commit_output(plan), trust_remote_code=trust_remote_code, model=model, tokenizer=prep.tokenizer)
+
+
+def _write_preview(prep: Prepared, stage: Path) -> None:
+    """data_preview.json, which the board shows; a preview that cannot be made is logged, never fails the run."""
+    try:
+        write_json(stage / DATA_PREVIEW, prep.preview(PREVIEW_EXAMPLES, stats=False))
+    except Exception as err:  # noqa: BLE001 - the run trains without its preview
+        log.warning("No data preview for this run (%s: %s)", type(err).__name__, err)
 
 
 def _failed(plan, err: BaseException) -> None:
