@@ -24,7 +24,8 @@ def trainer(model, bf16=True):
                            model_wrapped=model)
 
 
-def test_the_copy_is_bf16_and_follows_the_trained_weights(policy):
+def test_the_copy_is_bf16_and_follows_the_trained_weights(policy, monkeypatch):
+    monkeypatch.setattr(rl, "BF16_ROLLOUTS", True)  # the lever is off by default (no gain measured)
     t = trainer(policy)
     fast = rl._rollout_model(t)
     assert fast is not policy and {p.dtype for p in fast.parameters()} == {torch.bfloat16}
@@ -40,8 +41,7 @@ def test_the_copy_is_bf16_and_follows_the_trained_weights(policy):
 @pytest.mark.parametrize("reason", ["train.bf16 off", "lever off", "16-bit policy"])
 def test_no_copy_where_training_is_not_bf16(policy, monkeypatch, reason):
     t = trainer(policy, bf16=reason != "train.bf16 off")
-    if reason == "lever off":
-        monkeypatch.setattr(rl, "BF16_ROLLOUTS", False)
+    monkeypatch.setattr(rl, "BF16_ROLLOUTS", reason != "lever off")
     if reason == "16-bit policy":
         policy.to(torch.bfloat16)
     assert rl._rollout_model(t) is None

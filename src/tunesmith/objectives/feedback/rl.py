@@ -317,7 +317,10 @@ def _without_reference_adapter(trainer_class):
     return RLTrainer
 
 
-BF16_ROLLOUTS = True  # benchmarks/bench_generation.py --grpo turns it off to time the path before it
+# Rollouts (and rl evaluation) sampled by a bf16 copy of the policy. Off: on the quiet benchmark of 2026-12-03
+# (benchmarks/bench_generation.py --grpo 12, docs/performance.md#generation-speed) it bought nothing (3.02 against
+# 3.14 s/step, the same reward curve), so sampling stays as TRL does it until a measurement shows a gain.
+BF16_ROLLOUTS = False
 
 
 def _rollout_model(trainer):
