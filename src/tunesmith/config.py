@@ -177,9 +177,10 @@ class TrainConfig(Section):
                                "that cannot keep them apart gets length-grouped batches (objectives/lm_speed.py).")
     logits_at_labels: bool = Field(True, description="sft: compute the output layer and the loss only at the response "
                                    "positions, not at every position (same loss, less work).")
-    group_by_length: bool = Field(True, description="classify: batches of rows of similar length (transformers' "
+    group_by_length: bool = Field(False, description="classify: batches of rows of similar length (transformers' "
                                   "train_sampling_strategy: group_by_length, for training and the evaluations), so "
-                                  "less padding is computed; every row is still seen once per epoch.")
+                                  "less padding is computed; every row is still seen once per epoch. Off by default: "
+                                  "it trains faster but scored 0.010-0.015 lower on two sentiment recipes (one seed each).")
     bf16_frozen_weights: bool = Field(True, description="With bf16 autocast on fp32 weights (a CPU): the frozen "
                                       "weights of linear layers are cast to bf16 once when training starts, not at "
                                       "every step (autocast would cast them to the same values), and restored to "

@@ -112,7 +112,7 @@ def test_a_model_whose_outputs_change_keeps_its_weights():
 
 def test_switches_default_on_and_validate(tiny_bert, sentiment_file, make_config):
     cfg = load_config(make_config(tiny_bert, sentiment_file, "classify"))
-    assert cfg.train.group_by_length is True and cfg.train.bf16_frozen_weights is True
+    assert cfg.train.group_by_length is False and cfg.train.bf16_frozen_weights is True  # grouping: opt-in
     off = load_config(make_config(tiny_bert, sentiment_file, "classify",
                                   train={"group_by_length": False, "bf16_frozen_weights": False}))
     assert off.train.group_by_length is False and off.train.bf16_frozen_weights is False
@@ -147,7 +147,7 @@ def _widths(trainer):
 def test_length_grouped_batches_see_every_row_once_with_less_padding(tiny_bert, sentiment_file, tmp_path):
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    grouped = _trainer(tiny_bert, sentiment_file, tmp_path / "g")
+    grouped = _trainer(tiny_bert, sentiment_file, tmp_path / "g", group_by_length=True)
     plain = _trainer(tiny_bert, sentiment_file, tmp_path / "p", group_by_length=False)
     assert isinstance(grouped._get_train_sampler(), LengthGroupedSampler)
     assert not isinstance(plain._get_train_sampler(), LengthGroupedSampler)
