@@ -119,6 +119,21 @@ def make_config():
 
 
 @pytest.fixture(scope="module")
+def lora_pair(tiny_llama):
+    """A PeftModel with LoRA adapters 'ada' and 'bob' (random, large enough to change the answers) on the tiny Llama,
+    and its tokenizer (the serve batching tests)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    config = {"r": 4, "lora_alpha": 64, "target_modules": ["q_proj", "v_proj", "o_proj"], "init_lora_weights": False}
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(**config), adapter_name="ada")
+    model.add_adapter("bob", LoraConfig(**config))
+    return model.eval(), AutoTokenizer.from_pretrained(tiny_llama)
+
+
+@pytest.fixture(scope="module")
 def plain_registry(tiny_llama):
     """tunesmith serve's registry holding the tiny Llama as a plain model (no run trained)."""
     from tunesmith.serve.registry import load_registry

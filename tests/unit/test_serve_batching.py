@@ -25,17 +25,9 @@ NAMES = ["ada", "bob", "base"]
 
 
 @pytest.fixture(scope="module")
-def lora(tiny_llama):
-    """A PeftModel with LoRA adapters 'ada' and 'bob' (random, large enough to change the answers) on the tiny Llama."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    config = {"r": 4, "lora_alpha": 64, "target_modules": ["q_proj", "v_proj", "o_proj"], "init_lora_weights": False}
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(**config), adapter_name="ada")
-    model.add_adapter("bob", LoraConfig(**config))
-    return model.eval(), AutoTokenizer.from_pretrained(tiny_llama)
+def lora(lora_pair):
+    """A PeftModel with LoRA adapters 'ada' and 'bob' on the tiny Llama (conftest.lora_pair), and its tokenizer."""
+    return lora_pair
 
 
 def make_registry(lora, batching: Batching):

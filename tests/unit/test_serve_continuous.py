@@ -33,17 +33,10 @@ def plain(tiny_llama):
 
 
 @pytest.fixture(scope="module")
-def lora(tiny_llama):
+def lora(lora_pair):
     """Served names 'ada', 'bob' (random LoRA adapters that change the answers) and 'base' on one PeftModel."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    config = {"r": 4, "lora_alpha": 64, "target_modules": ["q_proj", "v_proj", "o_proj"], "init_lora_weights": False}
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(**config), adapter_name="ada")
-    model.add_adapter("bob", LoraConfig(**config))
-    tok, worker = AutoTokenizer.from_pretrained(tiny_llama), ThreadPoolExecutor(1)
+    model, tok = lora_pair
+    worker = ThreadPoolExecutor(1)
     served = [Served("ada", "adapter", model.eval(), tok, worker, adapter="ada", parent="base"),
               Served("bob", "adapter", model, tok, worker, adapter="bob", parent="base"),
               Served("base", "base", model, tok, worker)]
