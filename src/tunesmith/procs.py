@@ -45,6 +45,16 @@ def die_with_parent(sig: int | None = None) -> None:
         os.kill(os.getpid(), sig)
 
 
+def answer_ctrl_c() -> None:
+    """Make SIGINT raise KeyboardInterrupt again where this process inherited it ignored. A shell ignores SIGINT in
+    the jobs it starts with `&` (and Python then keeps it ignored), so a board's Stop or `kill -INT` would reach a
+    run that never ends as "interrupted"; a job in the background gets no Ctrl-C from the terminal either way."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def parent_death_hook(sig: int | None = None):
     """The preexec_fn that makes a child process get `sig` when this process dies: `die_with_parent` on POSIX, None
     elsewhere (subprocess refuses preexec_fn on Windows)."""

@@ -53,3 +53,19 @@ def test_error_line_names_the_error_else_the_last_line_else_the_exit_status(tmp_
     assert error_line(log, -9) == "killed at step 3"
     log.write_text("")
     assert error_line(log, 1) == "exit status 1" and error_line(tmp_path / "none.log", 1) == "exit status 1"
+
+
+def ignore_sigint():  # what a shell does to a job started with `&`
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT dispositions are POSIX")
+def test_a_process_started_with_sigint_ignored_answers_ctrl_c_again():
+    code = ("import signal, time; from tunesmith.procs import answer_ctrl_c; ignored = signal.getsignal(signal.SIGINT)"
+            " == signal.SIG_IGN; answer_ctrl_c(); print(ignored, flush=True)\n"
+            "try:\n    time.sleep(30)\nexcept KeyboardInterrupt:\n    print('interrupted', flush=True)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, preexec_fn=ignore_sigint)
+    assert proc.stdout.readline().strip() == "True"  # it really started with SIGINT ignored
+    os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert out.strip() == "interrupted"

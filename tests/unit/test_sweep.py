@@ -147,8 +147,10 @@ def test_ctrl_c_says_the_trial_is_retried_and_how_to_continue(tiny_bert, sentime
     cfg = sweep_config(make_config, tiny_bert, sentiment_file, trials=2)
     path, out = write(tmp_path, cfg), tmp_path / "sw"
     command = "from tunesmith.cli import main; main()"  # the `tunesmith` command
+    # started as a shell starts a job with `&` (SIGINT ignored): tunesmith answers Ctrl-C all the same
     proc = subprocess.Popen([sys.executable, "-c", command, "sweep", str(path), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.time() + 120
     while not (out / "logs" / "0.log").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)

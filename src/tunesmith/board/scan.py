@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tunesmith.board.paths import BOARD_DIR, Roots
 from tunesmith.procs import alive
+from tunesmith.report.tail import appended_records
 from tunesmith.runs.folder import is_finished, last_checkpoint, run_marker
 
 PRIMARY = ("accuracy", "rougeL", "preference_accuracy", "reward_accuracy", "reward", "eval_loss")  # as compare's
@@ -109,22 +110,7 @@ def all_runs(roots: Roots) -> list[dict]:
 
 def metrics_from(folder: Path, offset: int = 0, limit: int = 1 << 20) -> tuple[list[dict], int]:
     """The complete lines of metrics.jsonl after byte `offset` (at most `limit` bytes), and the offset after them."""
-    try:
-        with (folder / "metrics.jsonl").open("rb") as fh:
-            fh.seek(max(0, int(offset)))
-            chunk = fh.read(limit)
-    except OSError:
-        return [], 0
-    end = chunk.rfind(b"\n") + 1
-    rows = []
-    for line in chunk[:end].splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows, max(0, int(offset)) + end
+    return appended_records(folder / "metrics.jsonl", offset, limit)
 
 
 def last_metrics(folder: Path) -> dict:

@@ -9,4 +9,7 @@ __all__ = ["app", "main"]
 def main() -> None:  # pragma: no cover
     import sys
 
+    from tunesmith.procs import answer_ctrl_c
+
+    answer_ctrl_c()  # Ctrl-C, a board's Stop and `kill -INT` stop a run even when it was started with `&`
     sys.exit(app())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from tunesmith.report.tail import appended_records
 
 
 class EvalLines:
@@ -13,20 +14,5 @@ class EvalLines:
         self.path, self.key, self.offset = path, key, 0
 
     def new(self) -> list[tuple[int, float]]:
-        try:
-            with self.path.open("rb") as fh:
-                fh.seek(self.offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            return []
-        end = chunk.rfind(b"\n") + 1  # only whole lines: the last one may still be being written
-        self.offset += end
-        found = []
-        for line in chunk[:end].splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get(self.key), (int, float)):
-                found.append((int(record.get("step", 0)), float(record[self.key])))
-        return found
+        records, self.offset = appended_records(self.path, self.offset)
+        return [(int(r.get("step", 0)), float(r[self.key])) for r in records if isinstance(r.get(self.key), (int, float))]
