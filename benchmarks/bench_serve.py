@@ -3,7 +3,7 @@ server, against one server process per model. Prints requests/s, generated token
 memory (RSS) of the server processes, and whether every answer equals the one the same request gets alone.
 
     .venv/bin/python benchmarks/bench_serve.py [--clients 16] [--requests 10] [--max-tokens 32] [--batching]
-    .venv/bin/python benchmarks/bench_serve.py --load 1,4,8,16 [--max-batch 16] [--llama-cpp MODEL.gguf] [--quick]
+    .venv/bin/python benchmarks/bench_serve.py --load 1,4,8,16 [--max-batch 16] [--bf16] [--llama-cpp MODEL.gguf] [--quick]
 
 The two runs (runs/bench-serve-a, runs/bench-serve-b) are trained first if missing: configs/chat-sft-lora.yaml for
 5 steps with seeds 0 and 1. Each client sends its requests one after another, alternating adapter a, adapter b and
@@ -12,7 +12,8 @@ in one generate call would buy over one at a time.
 
 `--load LEVELS` measures instead, in one invocation, each concurrency level (clients at once, each sending
 --requests requests) against (a) the server before batching (`--max-batch 1`), (b) the server with batching
-(`--max-batch N`), and (c) with `--llama-cpp GGUF`, llama.cpp's OpenAI-compatible server (llama-cpp-python[server],
+(`--max-batch N`), with `--bf16` also (b') the batching server with `--dtype bfloat16` (where this machine computes
+bf16 natively), and (c) with `--llama-cpp GGUF`, llama.cpp's OpenAI-compatible server (llama-cpp-python[server],
 `--n_threads` = this machine's cores) on a GGUF of the same tuned model; then prints the targets (tokens/s at 8
 clients over 1 client, p95 at 8 clients over the single-client latency, peak RSS batched over unbatched).
 `--model NAME` serves a plain model instead of the two runs; `--quick` is a smoke run (levels 1,2; 2 requests; 4
@@ -181,6 +182,8 @@ def under_load(args, served: list[str], names: list[str]) -> dict:
     levels = [int(x) for x in args.load.split(",")]
     setups = {"before batching": ["--max-batch", "1"],
               f"batching (max {args.max_batch})": ["--max-batch", str(args.max_batch), "--max-queue", "1024"]}
+    if args.bf16:
+        setups[f"batching bf16 (max {args.max_batch})"] = [*setups[f"batching (max {args.max_batch})"], "--dtype", "bfloat16"]
     figures = {}
     for setup, flags in setups.items():
         proc = start_server([*served, *flags], args.port)
@@ -209,10 +212,11 @@ def print_levels(figures: dict, levels: list[int]) -> None:
                   f"{f.get('peak_rss_mb', float('nan')):11,.0f} {'yes' if f['same_as_solo'] else 'NO':>6}")
     batched = next((v for k, v in figures.items() if k.startswith("batching")), None)
     before = figures.get("before batching")
-    if batched and 1 in batched and 8 in batched:
-        print(f"batching: tok/s at 8 clients / 1 client = {batched[8]['tokens_per_s'] / batched[1]['tokens_per_s']:.2f}x "
-              f"(target >= 4x); p95 at 8 clients / latency at 1 = {batched[8]['p95_s'] / batched[1]['p50_s']:.2f}x "
-              "(target <= 3x)")
+    for setup, by_level in figures.items():
+        if setup.startswith("batching") and 1 in by_level and 8 in by_level:
+            print(f"{setup}: tok/s at 8 clients / 1 client = "
+                  f"{by_level[8]['tokens_per_s'] / by_level[1]['tokens_per_s']:.2f}x (target >= 4x); p95 at 8 clients / "
+                  f"latency at 1 = {by_level[8]['p95_s'] / by_level[1]['p50_s']:.2f}x (target <= 3x)")
     if batched and before:
         first = next(iter(batched))
         print(f"peak RSS batched / unbatched: {batched[first]['peak_rss_mb'] / before[first]['peak_rss_mb']:.3f} "
@@ -231,6 +235,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--load", help="concurrency levels, e.g. 1,4,8,16: the server before and after batching")
     parser.add_argument("--max-batch", type=int, default=16, help="--max-batch of the batching server (--load)")
+    parser.add_argument("--bf16", action="store_true", help="also the batching server with --dtype bfloat16 (--load)")
     parser.add_argument("--llama-cpp", type=Path, help="a GGUF of the same tuned model: llama.cpp's server as a peer (--load)")
     parser.add_argument("--model", help="serve this plain model (catalog name, folder) instead of the two runs (--load)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: --load 1,2, 2 requests, 4 tokens")

@@ -2,6 +2,7 @@
 Llama base with two chat-sft LoRA runs on it, and two tiny BERT classify runs (an adapter and a whole model)."""
 
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ pytest.importorskip("fastapi")
 
 from tunesmith.cli import app as cli_app  # noqa: E402
 from tunesmith.serve.app import create_app  # noqa: E402
-from tunesmith.serve.registry import load_registry, parse_specs  # noqa: E402
+from tunesmith.serve.registry import load_registry, parse_specs, serve_dtype  # noqa: E402
 from tunesmith.serve.server import background  # noqa: E402
 
 PROMPTS = ["What is AI?", "Do you like pizza?", "Tell me a joke."]
@@ -283,6 +284,39 @@ def test_cli(runs, monkeypatch, tmp_path):
     (specs, models, options), = calls
     assert specs == [("a", runs["chat-a"].dir)] and models == ["smollm2-135m-instruct"]
     assert options["host"] == "127.0.0.1" and options["port"] == 8000 and options["api_key"] == "from-env"
+    assert options["dtype"] is None  # each model as its run loads it
+    result = runner.invoke(cli_app, ["serve", str(runs["chat-a"].dir), "--dtype", "int8"])
+    assert result.exit_code == 2 and "--dtype 'int8': use one of auto, float32, bfloat16, float16" in result.output
+
+
+def test_dtype_resolves_before_loading_and_refuses_emulated_bf16(monkeypatch):
+    from tunesmith.errors import TunesmithError
+
+    monkeypatch.setattr("tunesmith.hardware.native_bf16", lambda use_cpu=False: (False, "CPU X has AVX2 only"))
+    with pytest.raises(TunesmithError, match="--dtype bfloat16: CPU X has AVX2 only; use --dtype auto"):
+        serve_dtype("bfloat16")
+    assert serve_dtype("auto") == "float32" and serve_dtype(None) is None and serve_dtype("float16") == "float16"
+    monkeypatch.setattr("tunesmith.hardware.native_bf16", lambda use_cpu=False: (True, "native"))
+    assert serve_dtype("auto") == serve_dtype("bfloat16") == "bfloat16"
+
+
+def test_dtype_casts_every_model_once_and_it_still_answers(runs):
+    import torch
+
+    specs = parse_specs([str(runs["chat-a"].dir), f"bee={runs['chat-b'].dir}", str(runs["sentiment"].dir)])
+    registry = load_registry(specs, dtype="bfloat16")  # emulated bf16 on some CPUs: slow, but these models are tiny
+    try:
+        assert {p.dtype for s in registry.models.values() for p in s.model.parameters()} == {torch.bfloat16}
+        with background(create_app(registry)) as (url, _):
+            client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+            for name in ("chat-a", "bee"):
+                answer = chat(client, name, PROMPTS[0], max_tokens=4, logprobs=True)
+                assert answer.choices[0].message.content and answer.usage.completion_tokens >= 1
+                assert all(math.isfinite(e.logprob) for e in answer.choices[0].logprobs.content)
+            labels = httpx.post(url + "/v1/classify", json={"model": "sentiment", "input": TEXTS}, timeout=60).json()
+            assert len(labels["data"]) == 2
+    finally:
+        registry.close()
 
 
 def test_importing_the_cli_imports_no_web_framework():

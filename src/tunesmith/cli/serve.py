@@ -33,19 +33,21 @@ def serve(
     batch_window_ms: float = typer.Option(DEFAULT_BATCH_WINDOW_MS, "--batch-window-ms", min=0, help="How long a request that finds its model idle waits for others to batch with, in milliseconds."),
     max_queue: int = typer.Option(DEFAULT_MAX_QUEUE, "--max-queue", min=1, help="Most requests waiting per model; one more is answered 429 with Retry-After."),
     request_timeout: float = typer.Option(DEFAULT_REQUEST_TIMEOUT, "--request-timeout", min=0, help="Seconds a request may take from arrival to answer (else 504, and its generation stops); 0: no limit."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Cast every model's weights once loaded: auto (bfloat16 where this machine computes bf16 natively, else float32), bfloat16, float16, float32. Default: as each run loads them. bfloat16 pays where many requests share a batch (docs/serving.md)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Serve runs over an OpenAI-compatible API: each base loaded once, its adapters picked per request by `model`."""
     from tunesmith.serve.batching import Batching
     from tunesmith.serve.limits import Limits
-    from tunesmith.serve.registry import parse_specs
+    from tunesmith.serve.registry import parse_specs, serve_dtype
     from tunesmith.web import address, bind
 
     if not run_dirs and not model:
         err_console.print("[bold red]error:[/] give run folders to serve (RUN_DIR or NAME=RUN_DIR) or --model NAME")
         raise typer.Exit(2)
     specs = call(parse_specs, list(run_dirs or []))  # folder mistakes are reported before torch loads
+    dtype = call(serve_dtype, dtype)
     sock = call(bind, host, port)  # and a port in use before any model loads
     limits = Limits(max_prompts, max_body_bytes, max_request_tokens)
     batching = Batching(max_batch, batch_window_ms, max_queue, request_timeout)
@@ -63,7 +65,8 @@ def serve(
 
     try:
         call(run_server, specs, list(model or []), host=host, port=port, api_key=api_key,
-             trust_remote_code=trust_remote_code, limits=limits, batching=batching, sock=sock, on_ready=ready)
+             trust_remote_code=trust_remote_code, limits=limits, batching=batching, sock=sock, on_ready=ready,
+             dtype=dtype)
     finally:
         sock.close()
 

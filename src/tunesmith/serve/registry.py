@@ -12,6 +12,10 @@ the requests of one served name at a time. Classify and score
 requests run on the model's single worker thread, in arrival order, their adapter switched on for their own call
 only (`generation.using_adapter`, under the model's lock, which a batch holds too). Different bases run side by side.
 
+`--dtype` casts every loaded model once (`serve_dtype` checks it before anything loads): bfloat16 is worth it where
+bf16 is native and many requests share a batch (docs/serving.md has the figures); float32 keeps the answers
+exactly those of the run's own evaluation.
+
 Nothing here imports FastAPI; torch and transformers are imported when models load.
 """
 
@@ -262,10 +266,29 @@ def _batchers(served: list[Served], batching) -> None:
             s.batch_key = "lora"
 
 
+SERVE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def serve_dtype(dtype: str | None) -> str | None:
+    """`--dtype` as the weights dtype to cast to (None: each model as its run loads it): 'auto' is bfloat16 where
+    this machine computes bf16 natively, float32 elsewhere; bfloat16 where it is emulated is refused."""
+    from tunesmith.hardware import native_bf16
+
+    if dtype is None or dtype in ("float32", "float16"):
+        return dtype
+    if dtype not in SERVE_DTYPES:
+        raise TunesmithError(f"--dtype {dtype!r}: use one of {', '.join(SERVE_DTYPES)}")
+    native, why = native_bf16()
+    if dtype == "bfloat16" and not native:
+        raise TunesmithError(f"--dtype bfloat16: {why}; use --dtype auto (bf16 only where native) or float32")
+    return "bfloat16" if native else "float32"
+
+
 def load_registry(specs: list[tuple[str, Path]], models: list[str] = (), trust_remote_code: bool = False,
-                  batching=None) -> Registry:
+                  batching=None, dtype: str | None = None) -> Registry:
     """Load what `tunesmith serve` serves: specs from `parse_specs`, plus plain models by name; `batching`
-    (batching.Batching) says how requests share a model."""
+    (batching.Batching) says how requests share a model; `dtype` (from `serve_dtype`): the weights of every model
+    cast to it once loaded (None: as loaded)."""
     from tunesmith.modeling import load_causal_lm
     from tunesmith.runs.adapters import AdapterSet
 
@@ -285,6 +308,11 @@ def load_registry(specs: list[tuple[str, Path]], models: list[str] = (), trust_r
     for name in plain:
         model, tokenizer = load_causal_lm(name, trust_remote_code)
         served.append(Served(served_name(name), "model", model, tokenizer, _worker(served_name(name))))
+    if dtype is not None:
+        import torch
+
+        for model in {id(s.model): s.model for s in served}.values():
+            model.to(getattr(torch, dtype))
     _batchers([s for s in served if s.generates], batching)
     return Registry(served)
 

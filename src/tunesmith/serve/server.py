@@ -17,19 +17,21 @@ log = logging.getLogger("tunesmith")
 
 
 def serve(specs, models=(), *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          trust_remote_code: bool = False, limits=None, batching=None, sock=None, on_ready=None) -> None:
+          trust_remote_code: bool = False, limits=None, batching=None, sock=None, on_ready=None,
+          dtype: str | None = None) -> None:
     """Load the runs and models, then serve them until interrupted (Ctrl-C finishes the requests in flight).
     `limits` (serve.limits.Limits) caps what one request may ask; `batching` (serve.batching.Batching) says how
     requests share a model (batch size and window, queue, timeout); `sock`: a socket already bound to host:port (the
     CLI binds it before anything else), else it is bound here before the models load. `on_ready(registry)` is called
-    once the models are loaded, before the port opens."""
+    once the models are loaded, before the port opens. `dtype` (registry.serve_dtype): every model's weights cast to
+    it (None: as each run loads them)."""
     uvicorn("serve")
     sock = sock if sock is not None else bind(host, port)
     try:
         from tunesmith.serve.app import create_app
         from tunesmith.serve.registry import load_registry
 
-        registry = load_registry(specs, models, trust_remote_code=trust_remote_code, batching=batching)
+        registry = load_registry(specs, models, trust_remote_code=trust_remote_code, batching=batching, dtype=dtype)
     except BaseException:
         sock.close()
         raise
