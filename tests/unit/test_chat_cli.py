@@ -1,0 +1,70 @@
+"""Chat data through the CLI as a new user meets it (issue 24): `validate` prints the detected format and the
+conversation counts on stdout, as `data preview` does; `data preview` takes dotted overrides as `validate` does
+(data.train_on, data.chat_template, data.system_prompt); a data.chat_template path that does not exist is named."""
+
+import yaml
+from typer.testing import CliRunner
+
+from conftest import tiny_config, write_jsonl
+from tunesmith.cli import app
+
+runner = CliRunner()
+
+TURNS = [("What is the capital of France?", "Paris."), ("And of Italy?", "Rome."), ("Thanks!", "You are welcome.")]
+
+
+def sharegpt_rows(n: int = 24) -> list[dict]:
+    rows = []
+    for i in range(n):
+        conv = [{"from": "system", "value": "You answer in one sentence."}]
+        for user, answer in TURNS:
+            conv += [{"from": "human", "value": f"{user} #{i}"}, {"from": "gpt", "value": answer}]
+        rows.append({"conversations": conv})
+    return rows
+
+
+def flat(text: str) -> str:
+    """Output with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def config_file(model: str, tmp_path, rows: list[dict], **data) -> str:
+    path = write_jsonl(tmp_path / "chats.jsonl", rows)
+    cfg = tiny_config(model, str(path), "sft", data={"format": "chat", "max_length": 256, "eval_size": 4, **data})
+    cfg["data"].pop("columns")
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    return str(cfg_file)
+
+
+def test_validate_prints_the_detected_format_and_conversation_counts(tiny_llama, tmp_path):
+    result = runner.invoke(app, ["validate", config_file(tiny_llama, tmp_path, sharegpt_rows())])
+    assert result.exit_code == 0, result.output
+    out = flat(result.stdout)  # not only the log line on stderr
+    assert "conversations: ShareGPT conversations" in out and "detected from the columns" in out, out
+    assert "│ train │ 20 │ 140 │ 60 │" in out, out  # the conversations table: conversations, messages, assistant turns
+    alpaca = [{"instruction": f"Name a colour #{i}.", "output": "Blue.", "system": "One word."} for i in range(24)]
+    result = runner.invoke(app, ["validate", config_file(tiny_llama, tmp_path, alpaca)])
+    assert result.exit_code == 0, result.output
+    assert "conversations: Alpaca" in flat(result.stdout) and "`system` column" in flat(result.stdout), result.stdout
+
+
+def test_data_preview_takes_overrides(tiny_llama, tmp_path):
+    cfg = config_file(tiny_llama, tmp_path, sharegpt_rows())
+    result = runner.invoke(app, ["data", "preview", cfg, "-n", "1"])
+    assert result.exit_code == 0, result.output
+    assert "3 assistant turns trained" in flat(result.stdout)
+    result = runner.invoke(app, ["data", "preview", cfg, "data.train_on=last_assistant", "-n", "1"])
+    assert result.exit_code == 0, result.output
+    assert "1 assistant turns trained" in flat(result.stdout) and "trained on last assistant turns" in flat(result.stdout)
+    result = runner.invoke(app, ["data", "preview", cfg, "data.train_on=last", "-n", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "data.train_on" in flat(result.output) and "'last_assistant'" in flat(result.output), result.output
+
+
+def test_a_chat_template_file_that_does_not_exist_is_named(tiny_llama, tmp_path):
+    cfg = config_file(tiny_llama, tmp_path, sharegpt_rows(), chat_template="no-such-dir/mine.jinja")
+    for args in (["validate", cfg], ["data", "preview", cfg, "-n", "1"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert "'no-such-dir/mine.jinja' is neither a named template (chatml, llama-3, model) nor a Jinja file that exists. Give a name" in flat(result.output), result.output
