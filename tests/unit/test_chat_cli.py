@@ -1,7 +1,11 @@
 """Chat data through the CLI as a new user meets it (issue 24): `validate` prints the detected format and the
 conversation counts on stdout, as `data preview` does; `data preview` takes dotted overrides as `validate` does
-(data.train_on, data.chat_template, data.system_prompt); a data.chat_template path that does not exist is named."""
+(data.train_on, data.chat_template, data.system_prompt); a data.chat_template path that does not exist is named; a
+base model's data.chat_template reaches the GGUF export and its Ollama Modelfile."""
 
+import json
+
+import test_chat_data
 import yaml
 from typer.testing import CliRunner
 
@@ -9,6 +13,7 @@ from conftest import tiny_config, write_jsonl
 from tunesmith.cli import app
 
 runner = CliRunner()
+bare_tokenizer, base_model = test_chat_data.bare_tokenizer, test_chat_data.base_model  # fixtures: a template-less base
 
 TURNS = [("What is the capital of France?", "Paris."), ("And of Italy?", "Rome."), ("Thanks!", "You are welcome.")]
 
@@ -68,3 +73,26 @@ def test_a_chat_template_file_that_does_not_exist_is_named(tiny_llama, tmp_path)
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
         assert "'no-such-dir/mine.jinja' is neither a named template (chatml, llama-3, model) nor a Jinja file that exists. Give a name" in flat(result.output), result.output
+
+
+def test_a_base_models_chat_template_travels_into_the_gguf_export(base_model, tmp_path, monkeypatch):
+    """A base model (no template) trained with data.chat_template: llama-3: the export's merged folder carries the
+    template to the converter and the Ollama Modelfile's TEMPLATE is that template's."""
+    from test_gguf import FAKE
+
+    from tunesmith import api
+    from tunesmith.runs import gguf
+
+    path = write_jsonl(tmp_path / "chats.jsonl", sharegpt_rows())
+    cfg = tiny_config(base_model, str(path), "sft", data={"format": "chat", "chat_template": "llama-3", "max_length": 200},
+                      train={"max_steps": 1}, eval={"num_samples": 0})
+    cfg["data"].pop("columns")
+    run = api.train(cfg, out=tmp_path / "run")
+    (tmp_path / "llama.cpp").mkdir()
+    (tmp_path / "llama.cpp" / gguf.CONVERTER).write_text(FAKE)
+    monkeypatch.setenv(gguf.ENV, str(tmp_path / "llama.cpp"))
+    result = runner.invoke(app, ["export", str(run.dir), "--gguf", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "out-f16.gguf").read_text())["template"]  # the merged folder had one
+    modelfile = (tmp_path / "out" / "Modelfile").read_text()
+    assert "<|start_header_id|>" in modelfile and "<|im_start|>" not in modelfile, modelfile
