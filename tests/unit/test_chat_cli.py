@@ -96,3 +96,25 @@ def test_a_base_models_chat_template_travels_into_the_gguf_export(base_model, tm
     assert json.loads((tmp_path / "out" / "out-f16.gguf").read_text())["template"]  # the merged folder had one
     modelfile = (tmp_path / "out" / "Modelfile").read_text()
     assert "<|start_header_id|>" in modelfile and "<|im_start|>" not in modelfile, modelfile
+
+
+def test_what_the_template_adds_before_the_first_message_is_no_role_of_the_row(smollm_tokenizer, bare_tokenizer):
+    """SmolLM2's template adds its own system prompt to a conversation without one, and llama-3 a BOS: those tokens
+    are role 'other' in the preview, not the first message's (they were shown as [user])."""
+    import copy
+
+    from tunesmith.data.chat import named_template
+
+    ex = test_chat_data.encode([{"instruction": "Translate to French.", "input": "cat", "output": "chat"}], smollm_tokenizer)[0]
+    by_role = {}
+    for tok, role in zip(ex["input_ids"], test_chat_data._roles(ex)):
+        by_role.setdefault(role, []).append(tok)
+    assert "named SmolLM" in smollm_tokenizer.decode(by_role["other"]) and "SmolLM" not in smollm_tokenizer.decode(by_role["user"])
+    assert smollm_tokenizer.decode(by_role["user"]).startswith("<|im_start|>user\nTranslate to French.")
+    with_system = test_chat_data.encode([test_chat_data.openai_row()], smollm_tokenizer)[0]
+    assert test_chat_data._roles(with_system)[0] == "system"  # a row's own system message is its own
+    tok = copy.deepcopy(bare_tokenizer)
+    tok.chat_template = named_template("chatml", tok).replace("{% for", "{{ 'PREAMBLE ' }}{% for", 1)
+    ex = test_chat_data.encode([test_chat_data.sharegpt_row(system=None)], tok)[0]
+    roles = test_chat_data._roles(ex)
+    assert tok.decode(ex["input_ids"][: roles.index("user")]) == "PREAMBLE " and "other" not in roles[roles.index("user"):]
