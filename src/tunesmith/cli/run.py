@@ -227,7 +227,10 @@ def validate(
         console.print(f"labels: {info['task']['labels']}")
     for note in info["dropped"]:  # rows the objective cannot use (null text or label, label -1)
         console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
+    if info["task"].get("chat"):
+        console.print(f"conversations: {info['task']['chat']}", highlight=False, markup=False)
     print_stats(info["stats"])
+    _print_conversation_stats(info["stats"])
     _more_sections(config, cfg, overrides)
 
 
@@ -289,14 +292,15 @@ def _more_sections(path: Path, cfg, overrides) -> None:
 @data_app.command("preview")
 def data_preview(
     config: Path = typer.Argument(..., help="YAML config."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. data.train_on=last_assistant."),
     n: int = typer.Option(3, "-n", help="How many training examples to show."),
 ):
     """Show examples as the model sees them: text, tokens, and (underlined, green) the tokens that carry loss;
     conversations also each token's role, and per split their turns, trained tokens and what truncation cut."""
-    start(config=config)
+    start(config=config, overrides=overrides)
     import tunesmith.api as api
 
-    info = call(api.preview, config, n)
+    info = call(api.preview, config, n, list(overrides or []))
     if info["task"].get("chat"):
         console.print(f"conversations: {info['task']['chat']}", highlight=False, markup=False)
     for i, ex in enumerate(info["examples"]):

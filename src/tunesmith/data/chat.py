@@ -245,9 +245,9 @@ def template_source(value: str, tokenizer) -> str | None:
         except (OSError, UnicodeDecodeError) as err:
             raise TunesmithError(f"data.chat_template: could not read {str(path)!r} ({err})") from None
     close = difflib.get_close_matches(value, TEMPLATE_NAMES, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = f"; did you mean {close[0]!r}?" if close else "."
     raise TunesmithError(f"data.chat_template: {value!r} is neither a named template ({', '.join(TEMPLATE_NAMES)}) nor "
-                         f"a Jinja file{hint} Give a name or the path of a file that exists")
+                         f"a Jinja file that exists{hint} Give a name or the path of a file that exists")
 
 
 def use_chat_template(tokenizer, data_cfg) -> None:

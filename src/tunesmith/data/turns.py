@@ -154,10 +154,11 @@ def role_spans(tokenizer, messages, full: str, offsets, turns, length: int) -> l
         for start, end in turns:
             spans += [[start, _code("assistant")], [end, _code("other")]]
         return [s for s in spans if s[0] < length]
-    starts = []  # (character, role code)
+    first = _first_start(tokenizer, messages[0], full) if messages else 0
+    starts = [(0, _code("other"))] if first else []  # (character, role code)
     for k, message in enumerate(messages):
         try:
-            text = render(tokenizer, messages[:k], False) if k else ""
+            text = render(tokenizer, messages[:k], False) if k else full[:first]
         except TurnMismatch:
             continue
         if full.startswith(text):
@@ -171,6 +172,24 @@ def role_spans(tokenizer, messages, full: str, offsets, turns, length: int) -> l
         else:
             spans.append([t, code])
     return spans
+
+
+def _first_start(tokenizer, first: dict, full: str) -> int:
+    """Where the first message's own text starts in the rendering `full`: after what the template writes before any
+    message (BOS, a default system prompt it adds to a conversation without one), which is role 'other'. The first
+    message's header is read from its rendering after a system message; 0 where that cannot be told."""
+    content = str(first.get("content") or "").strip()
+    if first.get("role") == "system" or not content:
+        return 0
+    try:
+        before = render(tokenizer, [{"role": "system", "content": "S"}], False)
+        after = render(tokenizer, [{"role": "system", "content": "S"}, first], False)
+    except TurnMismatch:
+        return 0
+    at = after.find(content, len(before))
+    header = after[len(before):at] if after.startswith(before) and at >= 0 else ""
+    start = full.rfind(header, 0, full.find(content)) if header.strip() else -1
+    return max(start, 0)
 
 
 def cut(encoded: Encoded, max_length: int, side: str) -> tuple[list[int], list[int], list[list[int]], list[int]]:
