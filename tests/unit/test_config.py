@@ -163,3 +163,19 @@ def test_turning_off_best_model_keeps_the_metric(tmp_path):
     result = CliRunner().invoke(app, ["validate", str(path), "train.load_best_model_at_end=false", "data.train_size=50",
                                       "data.eval_size=20"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_key_in_the_wrong_section_names_the_section_it_belongs_to():
+    """Issue 22 item 13 asked for `data.rating_range`; it is objective.rating_range: the error says so (it suggested
+    data.train_on). A key that belongs in several sections (name) gets no such hint."""
+    raw = {**base(), "objective": {"name": "reward"}}
+    raw["data"] = {**raw["data"], "rating_range": [1, 5]}
+    with pytest.raises(TunesmithError) as err:
+        load_config(raw)
+    assert "data.rating_range: unknown key; it belongs in objective: write it as objective.rating_range" in str(err.value)
+    with pytest.raises(TunesmithError, match=r"learning_rate: unknown key; it belongs in train: write it as "
+                                             r"train.learning_rate"):
+        load_config({**base(), "learning_rate": 1e-3})
+    with pytest.raises(TunesmithError) as err:
+        load_config({**base(), "data": {**base()["data"], "name": "x"}})
+    assert "data.name: unknown key; remove it" in str(err.value)
