@@ -1,5 +1,6 @@
 """Config loading: every shipped config validates; bad input gets one error naming each key and the fix."""
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,17 @@ def _local_files_exist(cfg, where: str) -> None:
     for source in [cfg.data.source, *(m.source for m in cfg.data.mix), *cfg.eval.forgetting]:
         if looks_like_path(source) or Path(source).suffix.lower() in FILE_KINDS:
             assert (ROOT / source).exists(), f"{where}: {source} is not shipped"
+            tracked = _tracked()  # a fresh clone has only what git tracks (a demo's output may be here, ignored)
+            assert tracked is None or Path(source).as_posix() in tracked, f"{where}: {source} is not tracked by git"
+
+
+@functools.cache
+def _tracked() -> frozenset[str] | None:
+    """The files git tracks in this checkout, or None outside a git checkout."""
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True)
+    return frozenset(out.stdout.splitlines()) if out.returncode == 0 and out.stdout else None
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
