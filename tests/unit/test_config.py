@@ -150,6 +150,15 @@ def test_missing_config_file():
         load_config("nope/missing.yaml")
 
 
+def test_a_folder_given_as_a_config_is_named(tmp_path):
+    """`tunesmith train RUN_DIR` or `data preview RUN_DIR` said 'config file RUN_DIR does not exist'."""
+    with pytest.raises(TunesmithError, match=f"{tmp_path} is a folder, not a config file"):
+        load_config(tmp_path)
+    (tmp_path / "config.yaml").write_text("model: {name: x}\n")
+    with pytest.raises(TunesmithError, match=rf"is a folder \(a run folder: its config is {tmp_path / 'config.yaml'}\)"):
+        load_config(tmp_path)
+
+
 @pytest.mark.parametrize("path", [p for p in CONFIGS if "compare:" in p.read_text()], ids=lambda p: p.name)
 def test_every_compare_variant_validates(path):
     from tunesmith.config import read_yaml
