@@ -26,7 +26,7 @@ def describe_errors(err, raw: dict, root) -> list[str]:
             problems.append(old_key_conflict(loc[1], raw["data"]))  # left by RunConfig._old_column_keys
         elif kind == "extra_forbidden":
             parent = _section_fields(loc[:-1], raw, root)
-            hint = suggest(loc[-1], parent)
+            hint = _other_section(loc, raw, root) or suggest(loc[-1], parent)
             problems.append(f"{key}: unknown key{hint}; remove it or fix its spelling")
         elif kind == "missing":
             problems.append(f"{key}: required but missing; add it to the config")
@@ -42,6 +42,15 @@ def describe_errors(err, raw: dict, root) -> list[str]:
             found = e.get("input")
             problems.append(f"{key}: {e['msg'].lower()}, found {found!r}")
     return problems
+
+
+def _other_section(loc: list[str], raw: dict, root) -> str:
+    """'; it belongs in S: ...' for a key written at the top level or in one section that is an option of exactly one
+    other section (data.rating_range is objective.rating_range), else ''."""
+    if len(loc) > 2:
+        return ""
+    homes = [s for s in getattr(root, "model_fields", {}) if s != loc[0] and loc[-1] in _section_fields([s], raw, root)]
+    return f"; it belongs in {homes[0]}: write it as {homes[0]}.{loc[-1]}" if len(homes) == 1 else ""
 
 
 def _section_fields(loc: list[str], raw: dict, root: Any) -> set[str]:

@@ -73,6 +73,10 @@ def apply_overrides(raw: dict, overrides: dict[str, Any] | list[str] | None) -> 
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        inside = path / "config.yaml"
+        run = f" (a run folder: its config is {inside})" if inside.is_file() else ""
+        raise TunesmithError(f"{path} is a folder{run}, not a config file; pass the path to a YAML file")
     if not path.is_file():
         raise TunesmithError(f"config file {path} does not exist; pass the path to a YAML file, e.g. configs/sentiment-lora.yaml")
     try:

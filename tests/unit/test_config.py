@@ -1,5 +1,6 @@
 """Config loading: every shipped config validates; bad input gets one error naming each key and the fix."""
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,17 @@ def _local_files_exist(cfg, where: str) -> None:
     for source in [cfg.data.source, *(m.source for m in cfg.data.mix), *cfg.eval.forgetting]:
         if looks_like_path(source) or Path(source).suffix.lower() in FILE_KINDS:
             assert (ROOT / source).exists(), f"{where}: {source} is not shipped"
+            tracked = _tracked()  # a fresh clone has only what git tracks (a demo's output may be here, ignored)
+            assert tracked is None or Path(source).as_posix() in tracked, f"{where}: {source} is not tracked by git"
+
+
+@functools.cache
+def _tracked() -> frozenset[str] | None:
+    """The files git tracks in this checkout, or None outside a git checkout."""
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True)
+    return frozenset(out.stdout.splitlines()) if out.returncode == 0 and out.stdout else None
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -138,6 +150,15 @@ def test_missing_config_file():
         load_config("nope/missing.yaml")
 
 
+def test_a_folder_given_as_a_config_is_named(tmp_path):
+    """`tunesmith train RUN_DIR` or `data preview RUN_DIR` said 'config file RUN_DIR does not exist'."""
+    with pytest.raises(TunesmithError, match=f"{tmp_path} is a folder, not a config file"):
+        load_config(tmp_path)
+    (tmp_path / "config.yaml").write_text("model: {name: x}\n")
+    with pytest.raises(TunesmithError, match=rf"is a folder \(a run folder: its config is {tmp_path / 'config.yaml'}\)"):
+        load_config(tmp_path)
+
+
 @pytest.mark.parametrize("path", [p for p in CONFIGS if "compare:" in p.read_text()], ids=lambda p: p.name)
 def test_every_compare_variant_validates(path):
     from tunesmith.config import read_yaml
@@ -163,3 +184,19 @@ def test_turning_off_best_model_keeps_the_metric(tmp_path):
     result = CliRunner().invoke(app, ["validate", str(path), "train.load_best_model_at_end=false", "data.train_size=50",
                                       "data.eval_size=20"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_key_in_the_wrong_section_names_the_section_it_belongs_to():
+    """Issue 22 item 13 asked for `data.rating_range`; it is objective.rating_range: the error says so (it suggested
+    data.train_on). A key that belongs in several sections (name) gets no such hint."""
+    raw = {**base(), "objective": {"name": "reward"}}
+    raw["data"] = {**raw["data"], "rating_range": [1, 5]}
+    with pytest.raises(TunesmithError) as err:
+        load_config(raw)
+    assert "data.rating_range: unknown key; it belongs in objective: write it as objective.rating_range" in str(err.value)
+    with pytest.raises(TunesmithError, match=r"learning_rate: unknown key; it belongs in train: write it as "
+                                             r"train.learning_rate"):
+        load_config({**base(), "learning_rate": 1e-3})
+    with pytest.raises(TunesmithError) as err:
+        load_config({**base(), "data": {**base()["data"], "name": "x"}})
+    assert "data.name: unknown key; remove it" in str(err.value)

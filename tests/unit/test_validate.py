@@ -102,3 +102,24 @@ def test_the_shipped_studio_pairs_config_validates_on_a_fresh_clone(monkeypatch)
     assert len(rows) >= 20 and to_jsonl(rows) == shipped  # the studio's export format, row for row
     assert all(r["chosen"] != r["rejected"] and r["rater"] for r in rows)
     assert "data.source=" in (ROOT / "configs" / "reward-studio-pairs.yaml").read_text()  # the documented override
+
+
+def test_a_data_file_or_a_folder_is_named_as_what_it_is(tmp_path):
+    """validate given a data file (it said 'not valid YAML') or a run folder (it said 'config file ... does not
+    exist') says what it was given and the command that checks it."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    result = runner.invoke(app, ["validate", str(data)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"{data} is a data file, not a config" in text and "not valid YAML" not in text
+    assert f"`tunesmith validate CONFIG data.source={data}`" in text
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {name: x}\n")
+    result = runner.invoke(app, ["validate", str(run)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"{run} is a run folder; its config is {run / 'config.yaml'}: `tunesmith validate {run / 'config.yaml'}`" in text
+    result = runner.invoke(app, ["validate", str(tmp_path / "nowhere.yaml")])
+    assert result.exit_code == 2 and "does not exist" in result.output

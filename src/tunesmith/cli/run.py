@@ -238,12 +238,27 @@ CONSTITUTION_KEYS = {"constitution", "policy", "critic", "prompts", "generation"
 RUN_SECTIONS = {"model", "data", "method", "objective"}
 
 
+DATA_SUFFIXES = (".jsonl", ".csv", ".tsv", ".parquet")  # never a config (a .json file may be one)
+
+
+def _not_a_config(path: Path) -> str:
+    """What validate was given instead of a config file, and the command that checks it."""
+    if path.is_dir():
+        inside = path / "config.yaml"
+        what = f"a run folder; its config is {inside}: `tunesmith validate {inside}`" if inside.is_file() else "a folder"
+        return f"{path} is {what}; validate checks a file: a run config, a pipeline, a constitution config or a constitution"
+    return (f"{path} is a data file, not a config; validate checks a config and the data it reads: "
+            f"`tunesmith validate CONFIG data.source={path}`")
+
+
 def file_kind(path: Path) -> str:
     """Which file tunesmith reads this is, by its top-level keys: 'run' (a run config, also one with sweep: or
     compare:), 'pipeline' (stages: only), 'constitution' (a `tunesmith constitution` config: policy, prompts,
     stages) or 'principles' (a constitution: principles)."""
     from tunesmith.config_io import read_yaml
 
+    if path.is_dir() or path.suffix.lower() in DATA_SUFFIXES:
+        fail(_not_a_config(path))
     keys = set(read_yaml(path))
     if keys & RUN_SECTIONS:
         return "run"
