@@ -1,6 +1,6 @@
 """How fast can this model train here at all? The ceiling under the sft peer benchmark (sft_throughput.py).
 
-    .venv/bin/python benchmarks/peers/sft_ceiling.py [--steps 5] [--rows 8]
+    .venv/bin/python benchmarks/peers/sft_ceiling.py [--steps 5] [--rows 8] [--profile]
 
 sft_throughput.py compares trainers on one work: smollm2-135m-instruct, LoRA r=8 on q/k/v/o, chatterbot-qa. This
 script times what any trainer of that work must do, with nothing else around it: the model's forward and backward
@@ -13,7 +13,8 @@ beat this only by changing the computation (fused kernels, another attention), n
 
 It also times the model's own matmul shapes (rows x 576 by 576 x 576 / 576 x 1536 / 1536 x 576) against the square
 2048 x 2048 matmul that sft_throughput.py takes as the peak for MFU: MFU against that peak cannot exceed what the
-model's shapes reach. Figures are printed, never asserted.
+model's shapes reach. `--profile` adds where one more step's time goes (torch.profiler, the ops with the most
+self CPU time). Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rows", type=int, default=8, help="packed rows of 256 tokens per step")
+    parser.add_argument("--profile", action="store_true", help="profile one more step: the top ops by self CPU time")
     args = parser.parse_args()
     native, why = native_bf16(use_cpu=True)
     dtype = torch.bfloat16 if native else torch.float32
@@ -89,17 +91,20 @@ def main() -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
     body, head = model.get_base_model().model, model.get_base_model().lm_head
-    times, losses = [], []
-    for _ in range(args.steps + 1):
-        start = time.perf_counter()
+    def step() -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=native):
             hidden = body(input_ids=ids).last_hidden_state[:, :-1][keep]
             loss = torch.nn.functional.cross_entropy(head(hidden).float(), ids[:, 1:][keep])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    times, losses = [], []
+    for _ in range(args.steps + 1):
+        start = time.perf_counter()
+        losses.append(step())
         times.append(time.perf_counter() - start)
-        losses.append(loss.item())
     seconds = sorted(times[1:])[len(times[1:]) // 2]  # the median step after one warm-up
     embed = model.get_base_model().get_input_embeddings().weight
     n_body = sum(p.numel() for n, p in model.get_base_model().named_parameters() if "lora_" not in n) - embed.numel()
@@ -109,6 +114,12 @@ def main() -> None:
           f"positions, {'bf16 autocast + bf16 frozen weights' if native else 'fp32'}, fused AdamW): median "
           f"{seconds:.2f} s/step over {args.steps} steps, {tokens / seconds:,.0f} tokens/s, MFU "
           f"{100 * flops / seconds / square:.1f} % of the 2048 x 2048 peak; losses {' '.join(f'{x:.3f}' for x in losses)}")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
 if __name__ == "__main__":
