@@ -156,6 +156,16 @@ def test_length_grouped_batches_see_every_row_once_with_less_padding(tiny_bert, 
     assert sorted(g_rows) == sorted(p_rows) and len(g_rows) == len(plain.train_dataset)  # the same rows, each once
     assert g_rows != p_rows and sum(g_widths) < sum(p_widths)  # other neighbours, less padding
     assert isinstance(grouped._get_eval_sampler(grouped.eval_dataset or plain.train_dataset), LengthGroupedSampler)
+    # the evaluations read their rows longest first either way (they train nothing): the same rows, less padding
+    evaluated = plain.eval_dataset or plain.train_dataset
+    seen, widths = [], []
+    for batch in plain.get_eval_dataloader(evaluated):
+        widths.append(batch["input_ids"].shape[1])
+        seen += [tuple(ids[mask.bool()].tolist()) for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    assert sorted(seen) == sorted(tuple(ids) for ids in evaluated["input_ids"])
+    del plain._get_eval_sampler  # transformers' own sampler: the rows in order
+    in_order = [batch["input_ids"].shape[1] for batch in plain.get_eval_dataloader(evaluated)]
+    assert widths == sorted(widths, reverse=True) and sum(widths) < sum(in_order)
     # train.extra's sampling strategy wins
     chosen = _trainer(tiny_bert, sentiment_file, tmp_path / "x", extra={"train_sampling_strategy": "sequential"})
     assert chosen.args.train_sampling_strategy == "sequential"

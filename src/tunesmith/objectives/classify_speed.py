@@ -4,6 +4,10 @@
   each epoch a fresh random order, cut into groups of 50 batches, each group sorted by length; the evaluations'
   batches the same way), so that far less padding is computed. Every row is still seen once per epoch; which rows
   share a batch changes, so the run follows another (equally random) path. train.extra's train_sampling_strategy wins.
+- The evaluations during training (eval_strategy) always read their rows longest first (without
+  train.group_by_length too): they only score the model, so less padding changes nothing it learns. The metrics are
+  computed over the same rows (predictions and labels come in the same order); the base and tuned measurements of a
+  run do not go through these batches.
 - train.bf16_frozen_weights: under bf16 autocast on fp32 weights (a CPU with native bf16), every linear layer casts
   its weight to bf16 at every forward pass (autocast caches casts of trainable weights only), and with LoRA or a
   frozen backbone most weights are frozen: minilm-l6's casts were about a fifth of a training step. Those frozen
@@ -17,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 
@@ -32,6 +37,8 @@ def build_trainer(model, tokenizer, prep, cfg, out_dir, callbacks=()):
     if t.group_by_length and "train_sampling_strategy" not in t.extra:
         more["train_sampling_strategy"] = "group_by_length"
     trainer = default_trainer(model, tokenizer, prep, cfg, out_dir, callbacks, **more)
+    if trainer.args.train_sampling_strategy != "group_by_length":
+        trainer._get_eval_sampler = functools.partial(length_grouped_eval, trainer)
     cast = frozen_bf16_cast(model, cfg, trainer.args.bf16)
     if cast is not None:
         trainer.add_callback(cast)
@@ -39,6 +46,15 @@ def build_trainer(model, tokenizer, prep, cfg, out_dir, callbacks=()):
              "grouped by length" if trainer.args.train_sampling_strategy == "group_by_length" else "in random order",
              f"cast to bf16 once ({len(cast.modules)} layers)" if cast else "as they are")
     return trainer
+
+
+def length_grouped_eval(trainer, eval_dataset):
+    """The evaluations' sampler: the rows longest first, so each batch pads to its own longest row only."""
+    if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
+        return None
+    name = trainer.processing_class.model_input_names[0]
+    lengths = [len(ids) for ids in eval_dataset[name]]
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
 def frozen_bf16_cast(model, cfg, bf16: bool):
