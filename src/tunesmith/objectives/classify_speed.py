@@ -38,7 +38,7 @@ def build_trainer(model, tokenizer, prep, cfg, out_dir, callbacks=()):
         more["train_sampling_strategy"] = "group_by_length"
     trainer = default_trainer(model, tokenizer, prep, cfg, out_dir, callbacks, **more)
     if trainer.args.train_sampling_strategy != "group_by_length":
-        trainer._get_eval_sampler = functools.partial(length_grouped_eval, trainer)
+        trainer._get_eval_sampler = functools.partial(longest_first_eval, trainer)
     cast = frozen_bf16_cast(model, cfg, trainer.args.bf16)
     if cast is not None:
         trainer.add_callback(cast)
@@ -48,7 +48,7 @@ def build_trainer(model, tokenizer, prep, cfg, out_dir, callbacks=()):
     return trainer
 
 
-def length_grouped_eval(trainer, eval_dataset):
+def longest_first_eval(trainer, eval_dataset):
     """The evaluations' sampler: the rows longest first, so each batch pads to its own longest row only."""
     if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
         return None
