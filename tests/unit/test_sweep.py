@@ -79,7 +79,11 @@ def test_killed_sweep_continues_and_retrains_the_unfinished_trial(tiny_bert, sen
     proc = subprocess.Popen([sys.executable, "-c", command, "sweep", str(path), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (out / "logs" / "0.log").exists() and proc.poll() is None and time.time() < deadline:
+    log = out / "logs" / "0.log"
+    # wait for the trial's process to write (not merely for its log to be opened, just before the fork): CPython drops
+    # a KeyboardInterrupt raised in the fork's at-fork hooks ("Exception ignored in _releaseLock"), so a Ctrl-C landing
+    # on the fork itself is lost; the test is about a Ctrl-C while a trial trains
+    while not (log.exists() and log.stat().st_size) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)  # trial 0's process has started: it needs seconds to load before it trains
     assert proc.poll() is None, "the sweep ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
@@ -152,7 +156,11 @@ def test_ctrl_c_says_the_trial_is_retried_and_how_to_continue(tiny_bert, sentime
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.time() + 120
-    while not (out / "logs" / "0.log").exists() and proc.poll() is None and time.time() < deadline:
+    log = out / "logs" / "0.log"
+    # wait for the trial's process to write (not merely for its log to be opened, just before the fork): CPython drops
+    # a KeyboardInterrupt raised in the fork's at-fork hooks ("Exception ignored in _releaseLock"), so a Ctrl-C landing
+    # on the fork itself is lost; the test is about a Ctrl-C while a trial trains
+    while not (log.exists() and log.stat().st_size) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     assert proc.poll() is None, "the sweep ended before it could be interrupted"
     os.kill(proc.pid, signal.SIGINT)
