@@ -13,7 +13,11 @@ sequence at a time, in arrival order.
 
 Back-pressure: at most `--max-queue` jobs wait; one more is refused (QueueFull: HTTP 429 with Retry-After). A job
 the client gave up on (a closed stream, `--request-timeout`) is cancelled: skipped if still queued, its rows
-stopped at their next token if running. Nothing here imports torch.
+stopped at their next token if running.
+
+The batch thread only schedules: the model work (a session's prefill and steps, a static batch) runs on the
+server's compute thread (`compute`, registry.py), the one thread of the process that runs torch, so that PyTorch's
+OpenMP keeps a single pool of worker threads (why: registry.py). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Executor, Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -139,11 +143,13 @@ class Job:
 class Batcher:
     """The queue and thread of one loaded model. `open_session(served)` starts a continuous batch for the model
     (continuous.Session: `admit(rows)`, `step()`, `active`), or gives None for a model it cannot step; then, and for
-    "score" jobs, `run(jobs, chunk)` does the work of one static batch (decode.run_jobs) and returns its steps."""
+    "score" jobs, `run(jobs, chunk)` does the work of one static batch (decode.run_jobs) and returns its steps.
+    `compute` (an Executor, or None: this thread) runs each of those calls."""
 
     def __init__(self, name: str, run: Callable[[list[Job], int], None], config: Batching | None = None,
-                 open_session: Callable[[Any], Any] | None = None):
+                 open_session: Callable[[Any], Any] | None = None, compute: Executor | None = None):
         self.name, self.run, self.config, self.open_session = name, run, config or Batching(), open_session
+        self.compute = compute
         self.queue: deque[Job] = deque()
         self.cond = threading.Condition()
         self.closed = False
@@ -186,9 +192,10 @@ class Batcher:
             start, steps = time.monotonic(), 0
             self.running = jobs
             try:
-                session = self.open_session(jobs[0].served) if self.open_session and jobs[0].kind == "generate" else None
+                opens = self.open_session and jobs[0].kind == "generate"
+                session = self._call(self.open_session, jobs[0].served) if opens else None
                 if session is None:
-                    steps = self.run(jobs, max(self.config.max_batch, 8)) or 0
+                    steps = self._call(self.run, jobs, max(self.config.max_batch, 8)) or 0
                 else:
                     steps = self._continuous(session, jobs)
             except BaseException as err:  # noqa: BLE001 (answered to each waiting client)
@@ -217,13 +224,17 @@ class Batcher:
                 job.future.cancel()  # its client left before its rows started: nothing to answer
             rows = [r for r in rows if not r.job.cancelled.is_set()]
             if rows:
-                session.admit(rows)
+                self._call(session.admit, rows)
                 steps += 1
             if session.active:
-                session.step()
+                self._call(session.step)
                 steps += 1
             if not session.active and not pending:  # the batch is empty: this batch ends (its figures recorded)
                 return steps
+
+    def _call(self, fn, *args):
+        """fn(*args) on the compute thread (here if there is none), waited for."""
+        return fn(*args) if self.compute is None else self.compute.submit(fn, *args).result()
 
     def _more(self, key, rows: int) -> list[Job]:
         """Jobs from the head of the queue for batch key `key` (at least `rows` rows if there are), without waiting."""

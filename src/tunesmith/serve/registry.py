@@ -1,4 +1,4 @@
-"""What `tunesmith serve` serves under which name, and the worker that runs each model's requests.
+"""What `tunesmith serve` serves under which name, and the one compute thread that runs every model's work.
 
 Every distinct base is loaded once: the PEFT adapter runs trained on it sit on one `AdapterSet`, each served under
 its run's name (its folder's, or NAME from `NAME=RUN_DIR`), and a causal LM base is served too, under its own name,
@@ -8,9 +8,17 @@ serves a plain model (catalog name, local folder or hub id).
 Each loaded model has a `Batcher` (batching.py): its queue and thread step the generation requests together
 (continuous.py; decode.py's static batches for a model that loop cannot step), admitting new ones between steps;
 every adapter of a LoRA base shares one batch through PEFT's `adapter_names` (batch_key "lora"), other models batch
-the requests of one served name at a time. Classify and score
-requests run on the model's single worker thread, in arrival order, their adapter switched on for their own call
-only (`generation.using_adapter`, under the model's lock, which a batch holds too). Different bases run side by side.
+the requests of one served name at a time. Classify and score requests run in arrival order, their adapter switched
+on for their own call only (`generation.using_adapter`, under the model's lock, which a batch holds too).
+
+All model work runs on one thread of the server, its compute thread (`Served.worker`, shared by every model): the
+loading, each Batcher's prefills and steps (the Batcher threads only schedule them), classify and score requests.
+PyTorch parallelises each operator with OpenMP, and libgomp keeps a pool of worker threads for every thread that
+ran a parallel operator; once the process holds more OpenMP threads than CPUs, libgomp lets no idle worker spin
+and every operator pays a wake-up. On a 2-core Xeon a SmolLM2-135M decoding step over 8 rows took ~100 ms from a
+second thread against ~68 ms from the only one (an elementwise add over 460k floats: 160 us against 34 us;
+benchmarks/bench_decode_step.py --threads). Models therefore take turns step by step rather than run
+side by side: on a CPU they would share the same cores anyway.
 
 `--dtype` casts every loaded model once (`serve_dtype` checks it before anything loads): half precision is for GPUs;
 on a CPU with native bf16 it measured no faster under load and its batched answers differ from a request alone
@@ -67,7 +75,7 @@ class Served:
     kind: str  # "base", "adapter" (on a shared base), or "model" (a run saved whole, or --model)
     model: Any
     tokenizer: Any
-    worker: ThreadPoolExecutor  # the model's single worker: its classify and score requests, in arrival order
+    worker: ThreadPoolExecutor  # the server's compute thread (shared): this model's work, in arrival order
     run: Any = None  # the Run it serves (None for a base or a plain --model)
     adapter: str | None = None  # its adapter's name on the shared model (adapters only)
     parent: str | None = None  # the base an adapter sits on
@@ -240,10 +248,6 @@ def _plan(specs, models, trust_remote_code):
     return groups, whole, plain
 
 
-def _worker(name: str) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"serve-{name}")
-
-
 def _mixable(model) -> bool:
     """Adapters that PEFT mixes in one batch (`adapter_names`): LoRA without DoRA; prompt, prefix, IA3... do not."""
     configs = getattr(model, "peft_config", None) or {}
@@ -252,7 +256,7 @@ def _mixable(model) -> bool:
 
 
 def _batchers(served: list[Served], batching) -> None:
-    """One Batcher per loaded model, shared by the names served on it."""
+    """One Batcher per loaded model, shared by the names served on it; its model work runs on the compute thread."""
     from tunesmith.serve.batching import Batcher
     from tunesmith.serve.continuous import open_session
     from tunesmith.serve.decode import run_jobs
@@ -260,7 +264,7 @@ def _batchers(served: list[Served], batching) -> None:
     made: dict[int, Any] = {}
     for s in served:
         if id(s.model) not in made:
-            made[id(s.model)] = Batcher(s.parent or s.name, run_jobs, batching, open_session)
+            made[id(s.model)] = Batcher(s.parent or s.name, run_jobs, batching, open_session, s.worker)
         s.batcher = made[id(s.model)]
         if s.kind in ("adapter", "base") and _mixable(s.model):
             s.batch_key = "lora"
@@ -288,33 +292,45 @@ def load_registry(specs: list[tuple[str, Path]], models: list[str] = (), trust_r
                   batching=None, dtype: str | None = None) -> Registry:
     """Load what `tunesmith serve` serves: specs from `parse_specs`, plus plain models by name; `batching`
     (batching.Batching) says how requests share a model; `dtype` (from `serve_dtype`): the weights of every model
-    cast to it once loaded (None: as loaded)."""
+    cast to it once loaded (None: as loaded). Everything loads on the server's compute thread (see the module's
+    docstring), which then runs every model's work."""
+    groups, whole, plain = _plan(specs, list(models), trust_remote_code)
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-compute")
+    try:
+        served = worker.submit(_load, groups, whole, plain, trust_remote_code, dtype, worker).result()
+    except BaseException:
+        worker.shutdown(wait=True)
+        raise
+    _batchers([s for s in served if s.generates], batching)
+    return Registry(served)
+
+
+def _load(groups, whole, plain, trust_remote_code: bool, dtype: str | None, worker) -> list[Served]:
+    """The models of `_plan`'s groups, whole runs and plain names, loaded (cast to `dtype`), each name served."""
     from tunesmith.modeling import load_causal_lm
     from tunesmith.runs.adapters import AdapterSet
 
-    groups, whole, plain = _plan(specs, list(models), trust_remote_code)
     served: list[Served] = []
     for (base_model, _, kind, _), members in groups.items():
         adapters = AdapterSet([run.dir for _, run in members], trust_remote_code=trust_remote_code,
                               names=[n for n, _ in members])
-        base, worker = served_name(base_model), _worker(served_name(base_model))
+        base = served_name(base_model)
         for name, run in adapters.runs.items():
             served.append(Served(name, "adapter", adapters.model, run.tokenizer, worker, run=run, adapter=name,
                                  parent=base, created=_created(run)))
         if kind == "causal_lm" and base not in {s.name for s in served}:
             served.append(Served(base, "base", adapters.model, next(iter(adapters.runs.values())).tokenizer, worker))
     for name, run in whole:
-        served.append(Served(name, "model", run.model, run.tokenizer, _worker(name), run=run, created=_created(run)))
+        served.append(Served(name, "model", run.model, run.tokenizer, worker, run=run, created=_created(run)))
     for name in plain:
         model, tokenizer = load_causal_lm(name, trust_remote_code)
-        served.append(Served(served_name(name), "model", model, tokenizer, _worker(served_name(name))))
+        served.append(Served(served_name(name), "model", model, tokenizer, worker))
     if dtype is not None:
         import torch
 
         for model in {id(s.model): s.model for s in served}.values():
             model.to(getattr(torch, dtype))
-    _batchers([s for s in served if s.generates], batching)
-    return Registry(served)
+    return served
 
 
 def _created(run) -> int:
