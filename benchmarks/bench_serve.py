@@ -3,7 +3,8 @@ server, against one server process per model. Prints requests/s, generated token
 memory (RSS) of the server processes, and whether every answer equals the one the same request gets alone.
 
     .venv/bin/python benchmarks/bench_serve.py [--clients 16] [--requests 10] [--max-tokens 32] [--batching]
-    .venv/bin/python benchmarks/bench_serve.py --load 1,4,8,16 [--max-batch 16] [--bf16] [--llama-cpp MODEL.gguf] [--quick]
+    .venv/bin/python benchmarks/bench_serve.py --load 1,4,8,16 [--max-batch 16] [--bf16] [--llama-cpp MODEL.gguf
+        [--llama-python PYTHON]] [--quick]
 
 The two runs (runs/bench-serve-a, runs/bench-serve-b) are trained first if missing: configs/chat-sft-lora.yaml for
 5 steps with seeds 0 and 1. Each client sends its requests one after another, alternating adapter a, adapter b and
@@ -160,9 +161,9 @@ def load_levels(name: str, urls: dict[str, str], levels: list[int], requests: in
     return out
 
 
-def start_llama_cpp(gguf: Path, port: int) -> subprocess.Popen:
-    """llama.cpp's OpenAI-compatible server (llama-cpp-python[server]) on `gguf`, one thread per core."""
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
+def start_llama_cpp(gguf: Path, port: int, python: str = sys.executable) -> subprocess.Popen:
+    """llama.cpp's OpenAI-compatible server (llama-cpp-python[server], run by `python`) on `gguf`, one thread per core."""
+    proc = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
                              "--n_threads", str(os.cpu_count()), "--n_ctx", "2048"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -193,7 +194,7 @@ def under_load(args, served: list[str], names: list[str]) -> dict:
         finally:
             stop([proc])
     if args.llama_cpp:
-        proc = start_llama_cpp(args.llama_cpp, args.port + 10)
+        proc = start_llama_cpp(args.llama_cpp, args.port + 10, args.llama_python)
         try:
             url = f"http://127.0.0.1:{args.port + 10}"
             figures["llama.cpp"] = load_levels("llama.cpp", {args.llama_cpp.stem: url}, levels, args.requests,
@@ -237,6 +238,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=16, help="--max-batch of the batching server (--load)")
     parser.add_argument("--bf16", action="store_true", help="also the batching server with --dtype bfloat16 (--load)")
     parser.add_argument("--llama-cpp", type=Path, help="a GGUF of the same tuned model: llama.cpp's server as a peer (--load)")
+    parser.add_argument("--llama-python", default=sys.executable, help="the Python that has llama-cpp-python[server] "
+                        "(default: this one; it compiles llama.cpp, so it may live in a venv of its own)")
     parser.add_argument("--model", help="serve this plain model (catalog name, folder) instead of the two runs (--load)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: --load 1,2, 2 requests, 4 tokens")
     args = parser.parse_args()

@@ -177,6 +177,26 @@ def test_score_equals_the_reward_runs_score(server, runs):
     assert bad.status_code == 400 and "row 1 has no response text" in bad.json()["error"]["message"]
 
 
+def test_every_models_work_runs_on_the_one_compute_thread(client, server, registry):
+    """Generation (continuous and streamed), classify and score all run on the server's compute thread: a second
+    thread running torch beside it would give PyTorch's OpenMP a second pool, and every operator a wake-up."""
+    import threading
+
+    models = {id(s.model): s.model for s in registry.models.values()}.values()
+    assert len({id(s.worker) for s in registry.models.values()}) == 1
+    seen: set[str] = set()
+    hooks = [m.register_forward_pre_hook(lambda *_: seen.add(threading.current_thread().name)) for m in models]
+    try:
+        chat(client, "chat-a", PROMPTS[0])
+        list(chat(client, "bee", PROMPTS[1], stream=True))
+        assert httpx.post(server + "/v1/classify", json={"model": "sentiment", "input": TEXTS}).status_code == 200
+        assert httpx.post(server + "/v1/score", json={"model": "reward", "input": [{"response": "Fine."}]}).status_code == 200
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen and all(name.startswith("serve-compute") for name in seen), seen
+
+
 def test_concurrent_clients_on_two_adapters_and_the_base_get_their_own_answers(server, tiny_llama):
     """16 clients x 10 requests, each client alternating chat-a, bee and the base, greedy: every answer is the one
     the same request gets alone."""
