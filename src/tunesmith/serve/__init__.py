@@ -1,8 +1,8 @@
 """`tunesmith serve`: an OpenAI-compatible HTTP server over tunesmith runs, one base model in memory with its
 adapters switched per request.
 
-- registry.py: which runs and models are served under which names; per loaded model a Batcher (generation) and a
-  worker thread (classify, score);
+- registry.py: which runs and models are served under which names; per loaded model a Batcher (generation); one
+  compute thread runs every model's work (loading, prefills and steps, classify, score);
 - batching.py: continuous batching: each model's bounded queue and batch thread (--max-batch, --batch-window-ms,
   --max-queue, --request-timeout); continuous.py: the decode loop that steps every row at work over one KV cache,
   admitting rows between steps and retiring them as they end; decode.py: each row's sampling, stop strings, stream

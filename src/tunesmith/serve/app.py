@@ -1,9 +1,8 @@
 """The HTTP app of `tunesmith serve`: OpenAI's GET /v1/models (POST /v1/chat/completions and /v1/completions are in
 completions.py), plus POST /v1/classify and /v1/score (tunesmith's own, for classify and reward runs) and GET /health.
 
-A classify or score request is handed to its model's worker (registry.py) and awaited, so the event loop stays free
-while models work. Errors come in
-OpenAI's shape, {"error": {"message", "type", "param", "code"}}, with OpenAI's status codes. The routes are plain
+A classify or score request is handed to the server's compute thread (registry.py) and awaited, so the event loop
+stays free while models work. Errors come in OpenAI's shape, {"error": {"message", "type", "param", "code"}}, with OpenAI's status codes. The routes are plain
 functions on `router`; the registry and the limits (limits.py) they serve are on `app.state`.
 """
 
@@ -158,7 +157,7 @@ def _what(served: Served) -> str:
 
 
 async def _job(served: Served, fn):
-    """Run `fn` on the model's worker, after the requests queued before it; a TunesmithError is the client's 400."""
+    """Run `fn` on the compute thread, after the requests queued before it; a TunesmithError is the client's 400."""
     try:
         return await asyncio.wrap_future(served.worker.submit(fn))
     except TunesmithError as err:

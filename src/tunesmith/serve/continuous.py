@@ -8,7 +8,7 @@ position ids, so it computes what it computes alone: left padding is masked, pos
 Sampling, log-probabilities, stop strings and streaming are decode.py's (one `Track` per row). Rows of different
 adapters of one LoRA base share a forward pass through PEFT's per-sample `adapter_names` ("__base__" for the base),
 under the model's lock; other models step a batch of one served name with its adapter switched on (Served.active)
-for each step, so classify and score requests on the model's worker can run between two steps.
+for each step, so classify and score requests on the compute thread (registry.py) can run between two steps.
 
 A model steps this way only if transformers' plain DynamicCache serves it: a decoder-only model whose forward takes
 `past_key_values`, `attention_mask` and `position_ids`, whose cache layers are all full-attention `DynamicLayer`s
