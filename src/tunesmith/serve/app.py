@@ -2,8 +2,9 @@
 completions.py), plus POST /v1/classify and /v1/score (tunesmith's own, for classify and reward runs) and GET /health.
 
 A classify or score request is handed to the server's compute thread (registry.py) and awaited, so the event loop
-stays free while models work. Errors come in OpenAI's shape, {"error": {"message", "type", "param", "code"}}, with OpenAI's status codes. The routes are plain
-functions on `router`; the registry and the limits (limits.py) they serve are on `app.state`.
+stays free while models work. Errors come in OpenAI's shape, {"error": {"message", "type", "param", "code"}}, with
+OpenAI's status codes. The routes are plain functions on `router`; the registry and the limits (limits.py) they serve
+are on `app.state`.
 """
 
 from __future__ import annotations
