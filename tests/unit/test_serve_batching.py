@@ -245,3 +245,27 @@ def test_ia3_and_dora_adapters_batch_per_adapter(tiny_llama):
             assert sorted(jobs for jobs, *_ in list(registry.get("xa").batcher.history)[3:]) == [1, 1, 2]
     finally:
         registry.close()
+
+
+def test_the_compute_thread_runs_calls_in_order_and_never_holds_the_process_at_exit():
+    """Calls run one at a time in submission order, an error reaches its caller; a call still running (a model
+    loading when Ctrl-C comes) does not keep the process alive: the thread is a daemon."""
+    import subprocess
+    import sys
+
+    from tunesmith.serve.registry import ComputeThread
+
+    compute, seen = ComputeThread(), []
+    futures = [compute.submit(seen.append, i) for i in range(5)]
+    assert [f.result(timeout=10) for f in futures] == [None] * 5 and seen == [0, 1, 2, 3, 4]
+    with pytest.raises(ZeroDivisionError):
+        compute.submit(lambda: 1 / 0).result(timeout=10)
+    assert compute.submit(threading.current_thread).result(timeout=10).name == "serve-compute"
+    compute.shutdown()
+    with pytest.raises(RuntimeError, match="shutting down"):
+        compute.submit(seen.append, 5)
+    script = ("import time; from tunesmith.serve.registry import ComputeThread; "
+              "ComputeThread().submit(time.sleep, 120); print('submitted', flush=True)")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "submitted" in done.stdout and time.monotonic() - start < 60

@@ -30,8 +30,10 @@ Nothing here imports FastAPI; torch and transformers are imported when models lo
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,43 @@ from typing import Any
 
 from tunesmith.errors import TunesmithError
 from tunesmith.generation import chat_prompt, complete, model_lock, using_adapter
+
+
+class ComputeThread(Executor):
+    """The server's compute thread (see the module's docstring): submitted calls run one at a time, in order, on one
+    daemon thread, so that Ctrl-C while a model loads ends the server at once (a ThreadPoolExecutor's thread would
+    be waited for at exit)."""
+
+    def __init__(self, name: str = "serve-compute"):
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, daemon=True, name=name)
+        self._thread.start()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        if self._closed:
+            raise RuntimeError("the server is shutting down; its compute thread takes no more work")
+        future: Future = Future()
+        self._calls.put((future, fn, args, kwargs))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No more work; the calls already submitted still run (`wait`: until they have)."""
+        if not self._closed:
+            self._closed = True
+            self._calls.put(None)
+        if wait:
+            self._thread.join()
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn, args, kwargs = call
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as err:  # noqa: BLE001 (handed to whoever waits on the call)
+                future.set_exception(err)
 
 
 class UnknownModel(TunesmithError):
@@ -76,7 +115,7 @@ class Served:
     kind: str  # "base", "adapter" (on a shared base), or "model" (a run saved whole, or --model)
     model: Any
     tokenizer: Any
-    worker: ThreadPoolExecutor  # the server's compute thread (shared): this model's work, in arrival order
+    worker: ComputeThread  # the server's compute thread (shared): this model's work, in arrival order
     run: Any = None  # the Run it serves (None for a base or a plain --model)
     adapter: str | None = None  # its adapter's name on the shared model (adapters only)
     parent: str | None = None  # the base an adapter sits on
@@ -296,7 +335,7 @@ def load_registry(specs: list[tuple[str, Path]], models: list[str] = (), trust_r
     cast to it once loaded (None: as loaded). Everything loads on the server's compute thread (see the module's
     docstring), which then runs every model's work."""
     groups, whole, plain = _plan(specs, list(models), trust_remote_code)
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-compute")
+    worker = ComputeThread()
     try:
         served = worker.submit(_load, groups, whole, plain, trust_remote_code, dtype, worker).result()
     except BaseException:
