@@ -85,6 +85,23 @@ def test_body_bytes_declared_or_streamed(server, model):
     assert "--max-body-bytes" in got["message"]
 
 
+def test_a_client_still_sending_a_refused_body_reads_the_400(server):
+    """As curl sends a large chunked upload: the whole body goes out before the answer is read. The server reads the
+    rest of the refused body (and drops it) before answering, so the client gets the 400, not a reset connection."""
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 4096
+        for _ in range(4096):  # 16 MiB (more than the sockets buffer) against a limit of 2000 bytes
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        sock.sendall(b"0\r\n\r\n")
+        answer = b""
+        while b"request_too_large" not in answer and (data := sock.recv(65536)):
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 400") and b"--max-body-bytes" in answer
+
+
 def test_requested_tokens_are_prompts_times_n_times_max_tokens(server, model):
     got = error(completions(server, {"model": model, "prompt": ["a", "b"], "n": 2, "max_tokens": 6}))
     assert got["param"] == "max_tokens" and "24 new tokens (2 prompts x n=2 x max_tokens=6)" in got["message"]

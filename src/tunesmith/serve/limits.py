@@ -55,6 +55,21 @@ class Limits:
                             "server with a higher --max-request-tokens", param="max_tokens", code="request_too_large")
 
 
+DRAIN_BYTES = 64 * 2**20  # the most of a refused body read (and dropped) before the answer
+
+
+async def _drain(receive) -> None:
+    """Read and drop the rest of a refused body (at most DRAIN_BYTES), so that a client still sending it reads the
+    400 instead of a reset connection: Uvicorn delivers no body once the answer is sent, and closing a connection
+    with unread bytes resets it."""
+    left = DRAIN_BYTES
+    while left > 0:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        left -= len(message.get("body", b""))
+
+
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes is refused with a 400 before anything parses it, whether
     the client declared its length (Content-Length) or streams it in chunks."""
@@ -65,8 +80,11 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            if headers.get(b"expect", b"").lower() != b"100-continue":  # else the client waits for this answer
+                await _drain(receive)
             return await self._refuse(send, int(declared))
         chunks, size = [], 0
         while True:  # read the whole body first (FastAPI would anyway), counting
@@ -76,7 +94,10 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.limit:
-                return await self._refuse(send, size, more=message.get("more_body", False))
+                more = message.get("more_body", False)
+                if more:
+                    await _drain(receive)
+                return await self._refuse(send, size, more=more)
             if not message.get("more_body", False):
                 break
         body, replayed = b"".join(chunks), False
