@@ -327,6 +327,16 @@ def test_validate_reports_the_rating_distribution_and_flags_outliers(tiny_bert, 
     assert "ratings in column 'rating'" in caplog.text and not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
+def test_one_far_value_does_not_hide_another_and_a_scales_end_is_not_flagged():
+    from tunesmith.objectives.feedback.ratings import fences
+
+    low, high = fences([1, 2, 3, 4, 5, 3, 4, 2, 5, 1, 3, 4, 2, 3, 99, -5])  # 16 ratings: both far values outside
+    assert high < 99 and low > -5 and low < 1 and high > 5
+    low, high = fences([5] * 30 + [4] * 3 + [1] * 3 + [99])  # many rows at the top, three at the bottom: only 99
+    assert low < 1 and 5 < high < 99
+    assert fences([3] * 20) is None
+
+
 def test_a_declared_range_reads_two_distinct_values_as_numbers():
     from tunesmith.objectives.feedback.ratings import rating_scale
 

@@ -205,7 +205,14 @@ def fences(numbers: list[float]) -> tuple[float, float] | None:
     """The far-out fences of the training ratings (module docstring); None when nearly all rows share one value."""
     import numpy as np
 
-    q05, q1, q3, q95 = np.quantile(np.asarray(numbers, dtype=float), [0.05, 0.25, 0.75, 0.95])
+    values = np.sort(np.asarray(numbers, dtype=float))
+    q1, q3 = np.quantile(values, [0.25, 0.75])
+    # the middle 90 % without a lowest or highest value that no other row shares: on a few rows the 5 % quantiles
+    # reach the very values in question (16 ratings of 1-5 with one 99 and one -5: the -5 hid inside fences widened
+    # by the 99), while a scale's end that several rows rate stays in
+    start = 1 if len(values) >= 8 and values[0] != values[1] else 0
+    stop = len(values) - 1 if len(values) >= 8 and values[-1] != values[-2] else len(values)
+    q05, q95 = np.quantile(values[start:stop], [0.05, 0.95])
     spread = max(q3 - q1, (q95 - q05) / 2)
     return None if spread == 0 else (float(q1 - FAR * spread), float(q3 + FAR * spread))
 
