@@ -209,7 +209,7 @@ THINKING = ("{% for m in messages %}{% if m['role'] == 'assistant' and not loop.
             "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
 
-def test_an_inconsistent_template_is_reported_per_row_not_trained(base_model, tmp_path):
+def test_an_inconsistent_template_is_reported_per_row_not_trained(base_model, tmp_path, monkeypatch):
     """A template that drops reasoning from earlier turns (as Qwen3's does): turn 1 renders one way as the last
     message and another way once turn 2 follows. validate exits 2 naming the row; last_assistant trains."""
     template = tmp_path / "thinking.jinja"
@@ -229,6 +229,14 @@ def test_an_inconsistent_template_is_reported_per_row_not_trained(base_model, tm
         assert "Because" in result.output  # what differs is shown
     info = api.validate({**cfg, "data": {**cfg["data"], "train_on": "last_assistant"}})
     assert info["stats"]["train"]["turns"] == info["stats"]["train"]["conversations"] == 4
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the conversations were checked")
+
+    monkeypatch.setattr("tunesmith.training.train.load_model", no_model)  # train names the row before loading it
+    result = runner.invoke(app, ["train", str(cfg_file), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "row 7:" in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_base_model_needs_data_chat_template(base_model, tmp_path):

@@ -123,7 +123,7 @@ OBJECTIVE = Objective(
     roles=ROLES, check_config=check_config,
     best_metric="eval_loss", check=check, setup=setup, tokenize=tokenize,
     collator=lm.collator, evaluate=evaluate, probe=probe,
-    build_trainer=build_trainer,
+    build_trainer=build_trainer, tokenize_first=("train", "eval"),
     summary="prompt -> response or conversations, loss on the response / assistant turns (loss, perplexity, samples)",
     metric_directions=lm.DIRECTIONS,
 )

@@ -38,6 +38,10 @@ class Objective:
     # (a reward model's score). None: the objective answers no such question, and Run says so.
     predict: Callable[..., list] | None = None
     score: Callable[..., list[float]] | None = None
+    # Splits `train` tokenizes as soon as the data is read, before the model loads and the base is measured: its
+    # trainer reads them tokenized anyway, and a row that cannot be tokenized (sft's conversation the chat template
+    # cannot split into turns) then fails the run at once rather than after the base model's evaluation.
+    tokenize_first: tuple = ()
     # The columns it reads, as tunesmith.data.roles.Role declarations (text, label, prompt, response...);
     # data.columns maps each role to a column, which defaults to the role's name (an optional role's to none).
     roles: tuple = ()

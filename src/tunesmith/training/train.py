@@ -61,6 +61,8 @@ def train_run(cfg: RunConfig, plan: OutputPlan, bf16: bool, trust_remote_code: b
     set_seed(cfg.train.seed)
     with trusting(trust_remote_code):  # code a config names (an rl reward function) runs only with the flag
         prep = Prepared(cfg, trust_remote_code=trust_remote_code)
+    for split in prep.objective.tokenize_first:  # rows that cannot be tokenized fail now, before the model loads
+        prep.features[split]
     forget_tasks = benchmarks.load_tasks(cfg.eval.forgetting) if cfg.eval.forgetting else []  # fail before training
     method = METHODS[cfg.method.name]
     set_seed(cfg.train.seed)
