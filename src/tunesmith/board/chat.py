@@ -2,15 +2,15 @@
 way), a classifier run labels a text. As in `tunesmith serve`, runs with PEFT adapters on one base share that base:
 each is an adapter of one `AdapterSet`, switched on for its own request only (`generation.using_adapter`), and the
 base answer is the same model with its adapters off. A run saved as a whole model is loaded on its own. Models load
-on first use and stay loaded (a few bases at a time); one request at a time uses them, on the chat's own thread, as
-`tunesmith generate` / `predict` would: one thread runs torch, so PyTorch's OpenMP keeps one pool of worker threads
-(the web server's pool of threads would each start one, and every operator would pay a wake-up: serve/registry.py
-says why and what it cost)."""
+on first use and stay loaded (a few bases at a time); one request at a time uses them (a lock), as `tunesmith
+generate` / `predict` would, each on a thread of its own that ends with it: the web server's pool of threads would
+each keep an OpenMP pool of worker threads alive, and with two alive every operator pays a wake-up
+(serve/registry.py says why and what it cost)."""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
@@ -24,7 +24,7 @@ class Chat:
         self.trust_remote_code = trust_remote_code
         self.loaded: OrderedDict[tuple, dict] = OrderedDict()  # key -> {"adapters": AdapterSet} or {"run", "base"}
         self.names: dict[Path, str] = {}  # a run folder -> its adapter's name on the shared base
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="board-chat")
+        self.lock = threading.Lock()
 
     def _entry(self, folder: Path) -> tuple[dict, object, str | None]:
         """(the loaded entry, the run, its adapter name or None for a run loaded whole)."""
@@ -54,11 +54,25 @@ class Chat:
 
     def answer(self, folder: Path, text: str, max_new_tokens: int = 64, with_base: bool = True) -> dict:
         """{"kind", "tuned", "base"} for a generating run (greedy, as `tunesmith generate`), {"kind", "prediction"}
-        for a classifier; computed on the chat's thread, after the requests before it."""
+        for a classifier; computed after the requests before it, on a thread that ends with the answer."""
         if not text.strip():
             raise TunesmithError("type a prompt first")
         max_new_tokens = max(1, min(int(max_new_tokens), MAX_NEW_TOKENS))
-        return self.worker.submit(self._answer, folder, text, max_new_tokens, with_base).result()
+        out: dict = {}
+
+        def work() -> None:
+            try:
+                out["answer"] = self._answer(folder, text, max_new_tokens, with_base)
+            except BaseException as err:  # noqa: BLE001 (raised to the caller below)
+                out["error"] = err
+
+        with self.lock:
+            thread = threading.Thread(target=work, name="board-chat")
+            thread.start()
+            thread.join()
+        if "error" in out:
+            raise out["error"]
+        return out["answer"]
 
     def _answer(self, folder: Path, text: str, max_new_tokens: int, with_base: bool) -> dict:
         entry, run, name = self._entry(folder)
