@@ -218,6 +218,12 @@ def print_levels(figures: dict, levels: list[int]) -> None:
             print(f"{setup}: tok/s at 8 clients / 1 client = "
                   f"{by_level[8]['tokens_per_s'] / by_level[1]['tokens_per_s']:.2f}x (target >= 4x); p95 at 8 clients / "
                   f"latency at 1 = {by_level[8]['p95_s'] / by_level[1]['p50_s']:.2f}x (target <= 3x)")
+    peer = figures.get("llama.cpp")
+    for setup, by_level in figures.items():
+        if peer and setup.startswith("batching"):
+            print(f"{setup} / llama.cpp, generated tok/s: " + ", ".join(
+                f"{level} clients {by_level[level]['tokens_per_s'] / peer[level]['tokens_per_s']:.2f}x"
+                for level in by_level if level in peer))
     if batched and before:
         first = next(iter(batched))
         print(f"peak RSS batched / unbatched: {batched[first]['peak_rss_mb'] / before[first]['peak_rss_mb']:.3f} "
