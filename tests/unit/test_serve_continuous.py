@@ -123,6 +123,37 @@ def test_two_adapters_and_the_base_share_the_steps(lora):
     assert [j.future.result()[0].token_ids for j in [first, *others]] == [expected[n] for n in ("ada", "bob", "base")]
 
 
+def test_chat_prompts_prefill_after_their_preamble_computed_once_and_decode_as_generate(lora):
+    """A chat prompt starts with what its template writes before the user's message (SmolLM2's default system prompt:
+    24 tokens). Its keys and values are computed once per adapter; each prompt then prefills only its own tokens.
+    The tokens equal a full prefill's (generation.complete) for two adapters and the base, with a raw prompt (no
+    preamble) admitted in the same call."""
+    def chat(served, text):
+        return served.chat_ids([{"role": "user", "content": text}])
+
+    start = continuous.preamble(lora["ada"])
+    assert len(start) == 24 and chat(lora["bob"], LONG)[:24] == start and len(chat(lora["bob"], LONG)) > 40
+    expected = {}
+    for name, s in lora.items():
+        if s.adapter:
+            expected[name] = complete(s.model, s.tokenizer, [chat(s, LONG)], max_new_tokens=8, adapter=s.adapter)[0]
+        else:
+            with s.model.disable_adapter():
+                expected[name] = complete(s.model, s.tokenizer, [chat(s, LONG)], max_new_tokens=8)[0]
+    assert len({tuple(c.token_ids) for c in expected.values()}) == 3, "the adapters answer alike: the test proves nothing"
+    raw = complete(lora["ada"].model, lora["ada"].tokenizer, [lora["ada"].text_ids(SHORT)], max_new_tokens=8,
+                   adapter="ada")[0]
+    continuous._PREAMBLES.pop(lora["ada"].model, None)
+    session = open_session(lora["ada"])
+    chats = [Job.generate(s, [chat(s, LONG)], {"max_new_tokens": 8, "temperature": 0.0}) for s in lora.values()]
+    plain_text = job(lora["ada"], SHORT, max_new_tokens=8)
+    session.admit([r for j in [*chats, plain_text] for r in j.rows])
+    run(session)
+    assert [j.future.result()[0].token_ids for j in chats] == [expected[n].token_ids for n in lora]
+    assert plain_text.future.result()[0].token_ids == raw.token_ids
+    assert set(continuous._PREAMBLES[lora["ada"].model]) == {(n, tuple(start)) for n in ("ada", "bob", "__base__")}
+
+
 def test_models_the_loop_cannot_step_are_batched_statically(tiny_llama, plain):
     from peft import PromptTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM

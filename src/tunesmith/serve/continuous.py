@@ -5,6 +5,12 @@ cache padded on the left to the batch's width; a row that ends (EOS, a stop stri
 leaves the batch at that step and its caller is answered at once. Each row keeps its own attention mask and
 position ids, so it computes what it computes alone: left padding is masked, positions count its own tokens only.
 
+The preamble: every chat prompt of a served name starts with the same tokens (what its chat template writes before
+the user's message: SmolLM2's default system prompt, a run's data.system_prompt, a BOS; `preamble`). Their keys and
+values are computed once per model and adapter and kept; a prompt that starts with them prefills only its own tokens
+after them (the rows' masks are then 1 over the preamble, 0 over the padding, 1 over their own tokens). The same
+path serves a request alone and in a batch, so what a row computes still does not depend on its company.
+
 Sampling, log-probabilities, stop strings and streaming are decode.py's (one `Track` per row). Rows of different
 adapters of one LoRA base share a forward pass through PEFT's per-sample `adapter_names` ("__base__" for the base),
 under the model's lock; other models step a batch of one served name with its adapter switched on (Served.active)
@@ -26,6 +32,8 @@ from tunesmith.generation import model_lock
 from tunesmith.serve.decode import BASE, Track, choose
 
 _SUPPORTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PREAMBLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(adapter, ids): keys and values}
+MIN_PREAMBLE = 8  # tokens: a shorter preamble is not worth its own forward pass
 
 # generation_config fields that add a logits processor to greedy decoding in `generate`, at their neutral value
 _NEUTRAL = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
@@ -42,6 +50,21 @@ def open_session(served) -> Session | None:
         with model_lock(model):
             _SUPPORTED[model] = supports(model, served.tokenizer)
     return Session(served) if _SUPPORTED[model] else None
+
+
+def preamble(served) -> list[int]:
+    """The tokens every chat prompt of `served` starts with: what its chat template writes before the user's message
+    (a default system prompt, the run's data.system_prompt, a BOS), found once per served name as the common start of
+    two one-message conversations; [] when shorter than MIN_PREAMBLE or when `served` formats no chat."""
+    found = getattr(served, "preamble", None)
+    if found is None:
+        try:
+            a, b = (served.chat_ids([{"role": "user", "content": text}]) for text in ("a", "b"))
+        except Exception:  # noqa: BLE001 (a model that takes no chat: nothing to share)
+            a = b = []
+        n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        found = served.preamble = a[:n] if n >= MIN_PREAMBLE else []
+    return found
 
 
 def supports(model, tokenizer) -> bool:
@@ -158,21 +181,53 @@ class Session:
         return len(self.batch.tracks) if self.batch is not None else 0
 
     def admit(self, rows) -> None:
-        """Prefill `rows` together (left-padded): each takes its first token, and those not ended by it join the batch."""
+        """Prefill `rows` (left-padded; those whose prompt starts with their served name's preamble over its cached
+        keys and values, one forward per preamble): each takes its first token, and those not ended by it join the
+        batch."""
+        groups: dict[tuple, list] = {}
+        for r in rows:
+            start = preamble(r.job.served)
+            groups.setdefault(tuple(start) if len(r.ids) > len(start) and r.ids[: len(start)] == start else (),
+                              []).append(r)
+        for start, part in groups.items():
+            self._admit(part, list(start))
+
+    def _admit(self, rows, start: list[int]) -> None:
         import torch
         from transformers import DynamicCache
 
-        width = max(len(r.ids) for r in rows)
-        ids = torch.tensor([[self.pad] * (width - len(r.ids)) + r.ids for r in rows], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows], device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp_(min=0)
+        shared = len(start)
+        width = max(len(r.ids) for r in rows) - shared
+        ids = torch.tensor([[self.pad] * (width + shared - len(r.ids)) + r.ids[shared:] for r in rows], device=self.device)
+        mask = torch.tensor([[1] * shared + [0] * (width + shared - len(r.ids)) + [1] * (len(r.ids) - shared)
+                             for r in rows], device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp_(min=0)[:, shared:]
         tracks, names = [Track(r, self.device) for r in rows], [r.job.served.adapter or BASE for r in rows]
         cache = DynamicCache()
+        if shared:
+            per_row = [self._preamble_kv(start, r.job.served, n) for r, n in zip(rows, names)]
+            for layer in range(len(per_row[0])):
+                cache.update(torch.cat([kv[layer][0] for kv in per_row]), torch.cat([kv[layer][1] for kv in per_row]),
+                             layer)
         scores = self._forward(ids, mask, positions, cache, names)
         tokens = choose(tracks, scores, self.tokenizer, self.eos)
         new = _Batch(cache, mask, torch.tensor(tokens, device=self.device), tracks, names).keep_going()
         if new is not None:
             self.batch = new if self.batch is None else self.batch.join(new)
+
+    def _preamble_kv(self, start: list[int], served, name: str) -> list[tuple]:
+        """The keys and values (per layer, one row) of `start` under `name`'s adapter, computed once per model."""
+        import torch
+        from transformers import DynamicCache
+
+        store = _PREAMBLES.setdefault(self.model, {})
+        key = (name, tuple(start))
+        if key not in store:
+            cache = DynamicCache()
+            ids = torch.tensor([start], device=self.device)
+            self._forward(ids, torch.ones_like(ids), torch.arange(len(start), device=self.device)[None], cache, [name])
+            store[key] = [(layer.keys, layer.values) for layer in cache.layers]
+        return store[key]
 
     def step(self) -> None:
         """One token for every row at work; rows that end leave the batch (their callers are answered)."""

@@ -121,6 +121,7 @@ class Served:
     parent: str | None = None  # the base an adapter sits on
     created: int = field(default_factory=lambda: int(time.time()))
     batcher: Any = None  # the model's Batcher (batching.py): its generation requests, batched
+    preamble: list[int] | None = None  # what every chat prompt of it starts with (continuous.preamble finds it)
     batch_key: str | None = None  # "lora": any adapter of the base (and the base) share a batch; else its name
 
     def __post_init__(self):
