@@ -325,7 +325,7 @@ def test_a_batching_server_on_a_native_bf16_cpu_names_dtype_auto(monkeypatch):
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     monkeypatch.setattr("tunesmith.hardware.native_bf16", lambda use_cpu=False: (True, "native"))
-    assert "--dtype auto measured ~1.6x" in _bf16_hint(None, 8) and "differ from the same request alone" in _bf16_hint(None, 8)
+    assert "--dtype auto measured ~1.4x" in _bf16_hint(None, 8) and "differ from the same request alone" in _bf16_hint(None, 8)
     assert _bf16_hint("float32", 8) is None and _bf16_hint(None, 1) is None  # chosen already; nothing to batch
     monkeypatch.setattr("tunesmith.hardware.native_bf16", lambda use_cpu=False: (False, "AVX2 only"))
     assert _bf16_hint(None, 8) is None

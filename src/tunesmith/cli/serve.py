@@ -33,7 +33,7 @@ def serve(
     batch_window_ms: float = typer.Option(DEFAULT_BATCH_WINDOW_MS, "--batch-window-ms", min=0, help="How long a request that finds its model idle waits for others to batch with, in milliseconds."),
     max_queue: int = typer.Option(DEFAULT_MAX_QUEUE, "--max-queue", min=1, help="Most requests waiting per model; one more is answered 429 with Retry-After."),
     request_timeout: float = typer.Option(DEFAULT_REQUEST_TIMEOUT, "--request-timeout", min=0, help="Seconds a request may take from arrival to answer (else 504, and its generation stops); 0: no limit."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="Cast every model's weights once loaded: auto (bfloat16 where this machine computes bf16 natively, else float32), bfloat16, float16, float32. Default: as each run loads them. On a CPU with native bf16 it measured ~1.6x fp32's tokens/s at 8 clients, but an answer in a batch may differ from the same request alone (docs/serving.md)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Cast every model's weights once loaded: auto (bfloat16 where this machine computes bf16 natively, else float32), bfloat16, float16, float32. Default: as each run loads them. On a CPU with native bf16 it measured ~1.4x fp32's tokens/s at 8 clients, but an answer in a batch may differ from the same request alone (docs/serving.md)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
@@ -81,7 +81,7 @@ def _bf16_hint(dtype: str | None, max_batch: int) -> str | None:
 
     if dtype is not None or max_batch < 2 or torch.cuda.is_available() or not native_bf16(use_cpu=True)[0]:
         return None
-    return ("[dim]This CPU computes bf16 natively: --dtype auto measured ~1.6x the tokens/s of fp32 at 8 clients here, "
+    return ("[dim]This CPU computes bf16 natively: --dtype auto measured ~1.4x the tokens/s of fp32 at 8 clients here, "
             "but an answer in a batch may then differ from the same request alone (docs/serving.md).[/]")
 
 

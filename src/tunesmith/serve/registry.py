@@ -21,7 +21,7 @@ benchmarks/bench_decode_step.py --threads). Models therefore take turns step by 
 side by side: on a CPU they would share the same cores anyway.
 
 `--dtype` casts every loaded model once (`serve_dtype` checks it before anything loads). On a CPU with native bf16,
-bf16 weights measured ~1.6x fp32's tokens/s at 8 clients, but a greedy answer in a batch may differ from the same
+bf16 weights measured ~1.4x fp32's tokens/s at 8 clients, but a greedy answer in a batch may differ from the same
 request alone (bf16 sums depend on the batch; docs/serving.md); float32 keeps the answers exactly those of the run's
 own evaluation.
 
