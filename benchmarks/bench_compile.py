@@ -17,14 +17,17 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunesmith.assets import resolve_model
-    from tunesmith.hardware import machine
+    from tunesmith.hardware import machine, native_bf16
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=48)
     args = parser.parse_args()
-    print(f"machine: {machine(False)['summary']}; torch {torch.__version__}; {args.dtype}, batch {args.batch}, "
+    native, why = native_bf16(use_cpu=True)
+    if args.dtype == "bfloat16" and not native:
+        parser.exit(2, f"--dtype bfloat16: {why}; measure float32 here\n")
+    print(f"machine: {machine(False, args.dtype)['summary']}; torch {torch.__version__}; {args.dtype}, batch {args.batch}, "
           f"{args.new_tokens} new tokens; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     path = resolve_model("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")

@@ -205,7 +205,7 @@ class Session:
         tracks, names = [Track(r, self.device) for r in rows], [r.job.served.adapter or BASE for r in rows]
         cache = DynamicCache()
         if shared:
-            per_row = [self._preamble_kv(start, r.job.served, n) for r, n in zip(rows, names)]
+            per_row = [self._preamble_kv(start, name) for name in names]
             for layer in range(len(per_row[0])):
                 cache.update(torch.cat([kv[layer][0] for kv in per_row]), torch.cat([kv[layer][1] for kv in per_row]),
                              layer)
@@ -215,7 +215,7 @@ class Session:
         if new is not None:
             self.batch = new if self.batch is None else self.batch.join(new)
 
-    def _preamble_kv(self, start: list[int], served, name: str) -> list[tuple]:
+    def _preamble_kv(self, start: list[int], name: str) -> list[tuple]:
         """The keys and values (per layer, one row) of `start` under `name`'s adapter, computed once per model."""
         import torch
         from transformers import DynamicCache

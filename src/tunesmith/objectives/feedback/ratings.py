@@ -4,8 +4,9 @@ each named with its source rows; and for `validate` the distribution of the rati
 
 A value far outside the rest lies more than FAR x the spread beyond the quartiles of the training ratings (Tukey's
 far-out fences), the spread being the interquartile range, or half the range of the middle 90 % where that is wider
-(a scale that many rows rate at one end; taken without a lowest or highest value no other row shares); no value is flagged when nearly all rows share one. Such values are flagged,
-not refused: a declared objective.rating_range decides (values outside it are errors, and nothing inside is flagged).
+(a scale that many rows rate at one end; taken without a lowest or highest value no other row shares); no value is
+flagged when nearly all rows share one. Such values are flagged, not refused: a declared objective.rating_range
+decides (values outside it are errors, and nothing inside is flagged).
 """
 
 from __future__ import annotations
